@@ -1,0 +1,52 @@
+"""Which implementation of a kernel runs: the CUDA one on GPU arrays, else the xp reference.
+
+`K.layernorm_forward(x, ...)` looks at its first argument: a cupy array gets
+`kernels.cuda.layernorm_forward` when that exists, unless TINYGPT_KERNELS=xp forces the
+reference (for study and debugging). Everything else gets the function in `kernels/`.
+"""
+import os
+
+from kernels import adamw, attention, cross_entropy, dropout, embedding, gelu, layernorm, matmul, softmax
+from kernels.array_module import xp_of
+
+_REFERENCE_MODULES = (adamw, attention, cross_entropy, dropout, embedding, gelu, layernorm, matmul, softmax)
+
+
+def _reference(name):
+    for module in _REFERENCE_MODULES:
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise AttributeError(f"no kernel named {name!r}")
+
+
+def _cuda(name):
+    if os.environ.get("TINYGPT_KERNELS", "") == "xp":
+        return None
+    from kernels import cuda
+
+    return getattr(cuda, name, None)
+
+
+def pick(name, array):
+    """The implementation of kernel `name` for arrays like `array`."""
+    if xp_of(array).__name__ == "cupy":
+        fast = _cuda(name)
+        if fast is not None:
+            return fast
+    return _reference(name)
+
+
+class _Kernels:
+    def __getattr__(self, name):
+        reference = _reference(name)
+
+        def call(first, *args, **kwargs):
+            fn = pick(name, first) if xp_of(first).__name__ == "cupy" else reference
+            return fn(first, *args, **kwargs)
+
+        call.__name__ = name
+        setattr(self, name, call)  # later lookups skip __getattr__
+        return call
+
+
+K = _Kernels()

@@ -1,0 +1,39 @@
+"""Function: one node of the graph (Chainer's FunctionNode, micrograd's _backward, as a class).
+
+A subclass says three things, in this order, so each op reads as a small story:
+  forward(*arrays)  -> the output array; it stores on `self` what backward will need
+  backward(grad)    -> one gradient per input (None where no gradient flows), each of the
+                       input's own shape, or a shape that broadcasts to it (summed back for it)
+Inputs that are not Tensors (scalars, index arrays) pass straight through to forward.
+A backward never writes into the gradient it is given: that array may be shared.
+"""
+from engine.grad_mode import is_grad_enabled
+
+
+class Function:
+    def __init__(self, **params):
+        self.__dict__.update(params)
+        self.inputs = ()
+
+    @classmethod
+    def apply(cls, *inputs, **params):
+        from engine.tensor import Tensor, check_same_device
+
+        check_same_device(cls.__name__, inputs)
+        fn = cls(**params)
+        out = Tensor._from_array(fn.forward(*(x.data if isinstance(x, Tensor) else x for x in inputs)))
+        if is_grad_enabled() and any(isinstance(x, Tensor) and x.requires_grad for x in inputs):
+            fn.inputs = inputs
+            out.requires_grad = True
+            out._ctx = fn
+        return out
+
+    def forward(self, *arrays):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    def __repr__(self):
+        return type(self).__name__
+

@@ -1,0 +1,73 @@
+"""engine.functional: the PyTorch-like functional API (`import engine.functional as F`)."""
+from engine import ops_math, ops_nn, ops_shape
+from engine.random import generator
+from engine.tensor import Tensor, as_array
+from kernels.array_module import xp_of
+from kernels.dropout import dropout_mask
+
+
+def linear(x, weight, bias=None):
+    """y = x @ weight + bias, weight of shape (in, out)."""
+    return ops_nn.Linear.apply(x, weight, bias)
+
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    """Normalize over the last axis, then scale by weight and shift by bias (either may be None)."""
+    return ops_nn.LayerNorm.apply(x, weight, bias, eps=eps)
+
+
+def softmax(x, axis=-1):
+    return ops_nn.Softmax.apply(x, axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    return ops_nn.LogSoftmax.apply(x, axis=axis)
+
+
+def gelu(x):
+    """GELU in GPT-2's tanh form."""
+    return ops_math.Gelu.apply(x)
+
+
+def cross_entropy(logits, targets):
+    """Mean cross-entropy; logits (N, C) or (B, T, C), integer targets (N,) or (B, T)."""
+    targets = as_array(targets, logits.data).reshape(-1)
+    return ops_nn.CrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets)
+
+
+def embedding(idx, weight):
+    """Rows of weight (V, D) picked by the integer array idx: (...) -> (..., D)."""
+    return ops_nn.Embedding.apply(as_array(idx, weight.data), weight)
+
+
+def _mask_for(shape, p, like):
+    return dropout_mask(generator(xp_of(like)), shape, p, like.dtype)
+
+
+def dropout(x, p=0.5, training=True):
+    """Zero elements with probability p and scale the rest by 1/(1-p); identity when not training."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0:
+        return x
+    return ops_nn.Dropout.apply(x, mask=_mask_for(x.shape, p, x.data))
+
+
+def scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=0.0):
+    """softmax(q k^T / sqrt(hd), causal-masked) @ v on (B, H, T, hd); dropout on the probabilities.
+
+    q may be shorter than k and v (a KV cache): the causal mask is aligned bottom-right, so query i
+    of Tq sees keys up to i + Tk - Tq. Pass dropout_p=0 outside training.
+    """
+    mask = None
+    if dropout_p > 0:
+        mask = _mask_for(q.shape[:-1] + (k.shape[-2],), dropout_p, q.data)
+    return ops_nn.Attention.apply(q, k, v, is_causal=is_causal, dropout_mask=mask)
+
+
+def concat(tensors, axis=0):
+    return ops_shape.Concat.apply(*tensors, axis=axis)
+
+
+def stack(tensors, axis=0):
+    return ops_shape.Stack.apply(*tensors, axis=axis)

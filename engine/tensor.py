@@ -1,0 +1,171 @@
+"""Tensor: an array plus what reverse-mode autodiff needs (the node that made it, its gradient)."""
+import numpy
+
+from engine import backend, trace
+from kernels.array_module import xp_of
+
+
+class Tensor:
+    __array_priority__ = 1000  # numpy scalar/array on the left defers to our operators
+
+    def __init__(self, data, requires_grad=False):
+        if isinstance(data, Tensor):
+            data = data.data
+        if not hasattr(data, "dtype"):  # a Python scalar or (nested) list
+            data = numpy.asarray(data)
+            if data.dtype == numpy.float64:  # Python floats become float32, like torch
+                data = data.astype(numpy.float32)
+        self.data = backend.asarray(data)  # onto the active backend (no copy if already there)
+        self.grad = None
+        self._ctx = None  # the Function that produced this tensor; None for leaves
+        self._graph_freed = False
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _from_array(cls, array):
+        """Wrap an op's output without any conversion."""
+        t = cls.__new__(cls)
+        t.data, t.grad, t._ctx, t._graph_freed, t.requires_grad = array, None, None, False, False
+        return t
+
+    def requires_grad_(self, flag=True):
+        if flag and self.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require grad (this one is {self.dtype})")
+        self.requires_grad = flag
+        return self
+
+    # --- what it is --------------------------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    device = property(lambda self: backend.device_of(self.data))
+    is_leaf = property(lambda self: self._ctx is None)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({self.data!r}{grad})"
+
+    def numpy(self):
+        """A host numpy copy of the data."""
+        return backend.to_numpy(self.data).copy()
+
+    def item(self):
+        return self.data.item()
+
+    def detach(self):
+        """The same data, cut off from the graph."""
+        return Tensor._from_array(self.data)
+
+    def to(self, device):
+        """This tensor on `device` ("cpu" or "cuda"), as a new leaf (same requires_grad)."""
+        if device == self.device:
+            return self
+        out = Tensor._from_array(backend.asarray(self.data, device=device))
+        out.requires_grad = self.requires_grad
+        return out
+
+    def zero_grad(self):
+        self.grad = None
+
+    # --- backward ----------------------------------------------------------------------------
+    def backward(self, grad=None):
+        """Fill `.grad` of every leaf that requires grad with d(self)/d(leaf), accumulating (+=).
+
+        The graph is ordered once (iteratively: no recursion limit), walked from this tensor back,
+        and freed node by node as it is walked, so memory stays flat across training steps.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad (no graph leads to it)")
+        if self._graph_freed:
+            raise RuntimeError("backward() through a graph that was already freed by an earlier backward()")
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(f"backward() without a gradient needs a single-element tensor, not shape {self.shape}")
+            grad = xp_of(self.data).ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else backend.asarray(grad, dtype=self.dtype, device=self.device)
+        if self._ctx is None:  # backward on a leaf
+            _accumulate_leaf(self, grad)
+            return
+        grads = {id(self): grad}
+        tracing = trace.is_tracing()
+        for node in reversed(_topological_order(self)):
+            fn, g = node._ctx, grads.pop(id(node), None)
+            node._ctx, node._graph_freed = None, True
+            if g is None:
+                continue
+            in_grads = fn.backward(g)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            if tracing:
+                trace.report(fn, g, in_grads)
+            for x, gx in zip(fn.inputs, in_grads):
+                if gx is None or not isinstance(x, Tensor) or not x.requires_grad:
+                    continue
+                gx = sum_to_shape(gx, x.shape)
+                if x._ctx is None:
+                    _accumulate_leaf(x, gx)
+                elif id(x) in grads:
+                    grads[id(x)] = grads[id(x)] + gx
+                else:
+                    grads[id(x)] = gx
+            fn.inputs = ()
+
+    # Operators, methods and indexing are attached in engine/ops_*.py.
+
+
+def _topological_order(root):
+    """Nodes with a graph behind them, every node after all of its inputs (iterative DFS)."""
+    order, seen, stack = [], set(), [(root, False)]
+    while stack:
+        node, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        for x in node._ctx.inputs:
+            if isinstance(x, Tensor) and x._ctx is not None and id(x) not in seen:
+                stack.append((x, False))
+    return order
+
+
+def _accumulate_leaf(leaf, grad):
+    if grad.dtype != leaf.dtype:
+        grad = grad.astype(leaf.dtype)
+    if leaf.grad is None:
+        leaf.grad = grad.copy()  # own it: ops may hand the same array to several inputs
+    else:
+        leaf.grad += grad
+
+
+def sum_to_shape(grad, shape):
+    """Reduce a broadcast gradient back to `shape` (sum the axes broadcasting added or stretched)."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and grad.shape[i + lead] != 1)
+    return grad.sum(axis=axes, keepdims=True).reshape(shape) if axes else grad.reshape(shape)
+
+
+def check_same_device(op_name, inputs):
+    devices = {x.device for x in inputs if isinstance(x, Tensor)}
+    if len(devices) > 1:
+        raise RuntimeError(f"{op_name}: inputs live on different devices ({', '.join(sorted(devices))}); move them with .to()")
+
+
+def as_array(x, like):
+    """An index, target or mask argument (Tensor, array or list) as an array of `like`'s module."""
+    if isinstance(x, Tensor):
+        x = x.data
+    xp = xp_of(like)
+    return x if xp_of(x) is xp and hasattr(x, "dtype") else backend.asarray(x, device=backend.device_of(like))
+

@@ -1,0 +1,23 @@
+"""AdamW: Adam with decoupled weight decay (Loshchilov & Hutter), updated in place."""
+import math
+
+
+def adamw_update(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, weight_decay, step):
+    """One step for one parameter array; param, exp_avg, exp_avg_sq are modified in place.
+
+    m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2            (moment estimates)
+    p <- p (1 - lr wd) - lr * m_hat / (sqrt(v_hat) + eps)     (decay is not scaled by Adam)
+    with m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t), t = step >= 1.
+    """
+    exp_avg *= beta1
+    exp_avg += (1.0 - beta1) * grad
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1.0 - beta2) * grad * grad
+    if weight_decay:
+        param *= 1.0 - lr * weight_decay
+    bias1 = 1.0 - beta1**step
+    bias2 = 1.0 - beta2**step
+    denom = exp_avg_sq / bias2
+    denom **= 0.5
+    denom += eps
+    param -= (lr / bias1) * exp_avg / denom

@@ -1,0 +1,36 @@
+"""Layer normalization over the last axis (llm.c's layernorm, on arrays)."""
+from kernels.array_module import xp_of
+
+
+def layernorm_forward(x, weight, bias, eps=1e-5):
+    """y = (x - mean) * rstd * weight + bias. Returns y and the (…, 1) mean and rstd it saves."""
+    xp = xp_of(x)
+    mean = x.mean(axis=-1, keepdims=True)
+    xc = x - mean
+    rstd = 1.0 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
+    y = xc * rstd
+    if weight is not None:
+        y *= weight
+    if bias is not None:
+        y += bias
+    return y, mean, rstd
+
+
+# Per row of C values: xhat = (x - mean) * rstd, y = w * xhat + b, rstd = (var + eps)^-1/2.
+#   db = sum over rows of dy;  dw = sum over rows of dy * xhat
+#   g = dy * w is the gradient reaching xhat. xhat depends on x directly, through the mean
+#   (d mean/dx_k = 1/C) and through rstd (d rstd/dx_k = -rstd^3 (x_k - mean) / C). Collecting:
+#   dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+# The two means are the only reductions; the rest is elementwise. We recompute xhat from the
+# saved mean and rstd instead of storing it (llm.c's trade: two (…,1) arrays, not a full copy).
+def layernorm_backward(dy, x, weight, mean, rstd):
+    """Returns dx, dweight, dbias (dweight/dbias summed over all leading axes)."""
+    xhat = (x - mean) * rstd
+    lead = tuple(range(x.ndim - 1))
+    dbias = dy.sum(axis=lead)
+    dweight = (dy * xhat).sum(axis=lead)
+    g = dy * weight if weight is not None else dy
+    dx = g - g.mean(axis=-1, keepdims=True)
+    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    dx *= rstd
+    return dx, dweight, dbias

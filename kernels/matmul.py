@@ -1,0 +1,34 @@
+"""Matrix product and the affine map y = x @ W + b (both operands at least 2-D)."""
+
+
+def matmul_forward(a, b):
+    return a @ b
+
+
+# C = A @ B, with C_ij = sum_k A_ik B_kj. Then
+#   dL/dA_ik = sum_j dC_ij B_kj   ->  dA = dC @ B^T
+#   dL/dB_kj = sum_i A_ik dC_ij   ->  dB = A^T @ dC
+# (batched: the same on the last two axes; broadcast batch axes are summed by the caller)
+def matmul_backward(dout, a, b):
+    return dout @ b.swapaxes(-1, -2), a.swapaxes(-1, -2) @ dout
+
+
+def linear_forward(x, weight, bias=None):
+    """x (..., in) @ weight (in, out) + bias (out,), as one BLAS call on (N, in)."""
+    y = x.reshape(-1, x.shape[-1]) @ weight
+    if bias is not None:
+        y += bias
+    return y.reshape(*x.shape[:-1], weight.shape[1])
+
+
+# Flatten the leading axes into N rows: Y = X W + 1 b^T with X (N, in), W (in, out).
+#   dX = dY @ W^T                    (each row of X meets W the same way)
+#   dW = X^T @ dY                    (sum over the N rows of x_n^T dy_n)
+#   db = sum_n dY_n                  (b is added to every row)
+def linear_backward(dout, x, weight, need_bias=True):
+    x2 = x.reshape(-1, x.shape[-1])
+    d2 = dout.reshape(-1, dout.shape[-1])
+    dx = (d2 @ weight.T).reshape(x.shape)
+    dweight = x2.T @ d2
+    dbias = d2.sum(axis=0) if need_bias else None
+    return dx, dweight, dbias
