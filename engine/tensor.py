@@ -103,12 +103,15 @@ class Tensor:
             in_grads = fn.backward(g)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
+            in_grads = [
+                sum_to_shape(gx, x.shape) if gx is not None and isinstance(x, Tensor) and x.requires_grad else None
+                for x, gx in zip(fn.inputs, in_grads)
+            ]
             if tracing:
                 trace.report(fn, g, in_grads)
             for x, gx in zip(fn.inputs, in_grads):
-                if gx is None or not isinstance(x, Tensor) or not x.requires_grad:
+                if gx is None:
                     continue
-                gx = sum_to_shape(gx, x.shape)
                 if x._ctx is None:
                     _accumulate_leaf(x, gx)
                 elif id(x) in grads:
