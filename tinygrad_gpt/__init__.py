@@ -1,0 +1,2 @@
+"""tinygrad_gpt: a GPT (nanoGPT's shakespeare_char) assembled from engine Tensors, with its
+optimizer, data pipeline, training loop and command line."""

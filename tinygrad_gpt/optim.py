@@ -1,0 +1,75 @@
+"""AdamW, the learning-rate schedule and gradient clipping, working in place on parameter arrays."""
+import math
+
+from engine import backend
+from engine.dispatch import K
+from kernels.array_module import xp_of
+from tinygrad_gpt.nn import load_arrays
+
+
+class AdamW:
+    """AdamW over `model.named_parameters()`. Matrices (ndim >= 2: embeddings and Linear weights)
+    are decayed; biases and LayerNorm gains are not. The training loop sets `opt.lr` each step."""
+
+    def __init__(self, named_parameters, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1):
+        self.named_parameters = list(named_parameters)
+        self.lr = lr
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.step_count = 0
+        # moment estimates, zeros on each parameter's own backend and dtype
+        self.exp_avg = {name: xp_of(p.data).zeros_like(p.data) for name, p in self.named_parameters}
+        self.exp_avg_sq = {name: xp_of(p.data).zeros_like(p.data) for name, p in self.named_parameters}
+
+    def step(self):
+        self.step_count += 1
+        for name, p in self.named_parameters:
+            if p.grad is None:
+                continue
+            K.adamw_update(p.data, p.grad, self.exp_avg[name], self.exp_avg_sq[name],
+                           lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                           weight_decay=self.weight_decay if p.ndim >= 2 else 0.0, step=self.step_count)
+
+    def zero_grad(self):
+        for _, p in self.named_parameters:
+            p.zero_grad()
+
+    def state_dict(self):
+        """{"step": int, "tensors": {"exp_avg.<name>": array, "exp_avg_sq.<name>": array}}, the
+        arrays being the live moment buffers (not copies)."""
+        tensors = {f"exp_avg.{name}": a for name, a in self.exp_avg.items()}
+        tensors.update({f"exp_avg_sq.{name}": a for name, a in self.exp_avg_sq.items()})
+        return {"step": self.step_count, "tensors": tensors}
+
+    def load_state_dict(self, state_dict):
+        """Copy saved moments (numpy or cupy arrays) into the buffers; names and shapes must match."""
+        step = state_dict.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"optimizer state: 'step' must be a non-negative integer, got {step!r}")
+        load_arrays(self.state_dict()["tensors"], state_dict.get("tensors", {}))
+        self.step_count = step
+
+
+def get_lr(step, learning_rate, min_lr, warmup_iters, lr_decay_iters):
+    """Linear warmup to learning_rate, cosine decay to min_lr at lr_decay_iters, min_lr after."""
+    if step < warmup_iters:
+        return learning_rate * (step + 1) / (warmup_iters + 1)
+    if step >= lr_decay_iters:
+        return min_lr
+    progress = (step - warmup_iters) / (lr_decay_iters - warmup_iters)  # 0 -> 1
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
+
+
+def clip_grad_norm_(parameters, max_norm):
+    """Scale all gradients together so their global L2 norm is at most max_norm; return the norm
+    before clipping as a 0-d array. Everything stays on the device: no sync with the host."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return backend.get_xp().zeros(())
+    xp = xp_of(grads[0])
+    total_norm = xp.asarray(xp.sqrt(sum(xp.vdot(g.ravel(), g.ravel()) for g in grads)))
+    scale = xp.minimum(1.0, max_norm / (total_norm + 1e-6))
+    for g in grads:
+        g *= scale
+    return total_norm
