@@ -7,7 +7,10 @@ A subclass says three things, in this order, so each op reads as a small story:
 Inputs that are not Tensors (scalars, index arrays) pass straight through to forward.
 A backward never writes into the gradient it is given: that array may be shared.
 """
+import numpy
+
 from engine.grad_mode import is_grad_enabled
+from engine.profiler import timed
 
 
 class Function:
@@ -20,8 +23,11 @@ class Function:
         from engine.tensor import Tensor, check_same_device
 
         check_same_device(cls.__name__, inputs)
+        # a numpy scalar (np.float64(2.0)) would upcast float32 arrays; a Python scalar does not
+        inputs = tuple(x.item() if isinstance(x, numpy.generic) else x for x in inputs)
         fn = cls(**params)
-        out = Tensor._from_array(fn.forward(*(x.data if isinstance(x, Tensor) else x for x in inputs)))
+        arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        out = Tensor._from_array(timed(cls.__name__, "forward", fn.forward, *arrays))
         if is_grad_enabled() and any(isinstance(x, Tensor) and x.requires_grad for x in inputs):
             fn.inputs = inputs
             out.requires_grad = True

@@ -58,7 +58,8 @@ class Pow(Function):
 
         a_is_tensor, b_is_tensor = (isinstance(x, Tensor) for x in self.inputs)
         ga = g * self.b * self.a ** (self.b - 1) if a_is_tensor else None
-        gb = g * self.out * xp_of(self.out).log(self.a) if b_is_tensor else None
+        xp = xp_of(self.out)
+        gb = g * self.out * xp.log(xp.asarray(self.a, dtype=self.out.dtype)) if b_is_tensor else None
         return ga, gb
 
 

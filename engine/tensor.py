@@ -2,6 +2,7 @@
 import numpy
 
 from engine import backend, trace
+from engine.profiler import timed
 from kernels.array_module import xp_of
 
 
@@ -100,7 +101,7 @@ class Tensor:
             node._ctx, node._graph_freed = None, True
             if g is None:
                 continue
-            in_grads = fn.backward(g)
+            in_grads = timed(type(fn).__name__, "backward", fn.backward, g)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
             in_grads = [

@@ -4,10 +4,11 @@ import math
 from kernels.array_module import xp_of
 
 
-def causal_mask(xp, t_q, t_k):
-    """True where query i may NOT see key j. Queries are the last t_q of t_k positions
-    (bottom-right aligned), so a cached decode step (t_q=1) sees every key."""
-    return xp.triu(xp.ones((t_q, t_k), dtype=bool), k=1 + t_k - t_q)
+def causal_bias(xp, t_q, t_k, dtype):
+    """(t_q, t_k): 0 where query i may see key j, -inf where it may not. Queries are the last t_q
+    of t_k positions (bottom-right aligned), so a cached decode step (t_q=1) sees every key.
+    Added to the scores, it masks them in place (cheaper than boolean indexing)."""
+    return xp.triu(xp.full((t_q, t_k), -xp.inf, dtype=dtype), k=1 + t_k - t_q)
 
 
 def attention_forward(q, k, v, is_causal=True, dropout_mask=None):
@@ -18,7 +19,7 @@ def attention_forward(q, k, v, is_causal=True, dropout_mask=None):
     att = q @ k.swapaxes(-1, -2)
     att *= scale
     if is_causal:
-        att[..., causal_mask(xp, q.shape[-2], k.shape[-2])] = -xp.inf
+        att += causal_bias(xp, q.shape[-2], k.shape[-2], att.dtype)
     att -= att.max(axis=-1, keepdims=True)
     xp.exp(att, out=att)
     att /= att.sum(axis=-1, keepdims=True)
