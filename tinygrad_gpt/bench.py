@@ -1,0 +1,120 @@
+"""Speed of full training iterations (forward, backward, clip, AdamW) at a preset's shapes.
+
+Each contender is a function returning a `step()` callable that runs one iteration on fixed
+random tokens; `time_steps` times any such callable the same way, so another implementation
+(say PyTorch, for comparison) only needs its own step function.
+"""
+import json
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import engine
+from engine import backend
+from tinygrad_gpt.errors import UsageError
+from tinygrad_gpt.model import GPT, GPTConfig
+from tinygrad_gpt.optim import AdamW, clip_grad_norm_
+from tinygrad_gpt.presets import preset_config
+
+VOCAB_SIZE = 65  # Tiny Shakespeare's character count, so the shapes are the real run's
+
+
+def random_batch(config, seed=0):
+    """Host int64 (x, y) of shape (batch_size, block_size), uniform over the vocabulary."""
+    rng = np.random.default_rng(seed)
+    shape = (config.batch_size, config.block_size)
+    return rng.integers(0, VOCAB_SIZE, shape), rng.integers(0, VOCAB_SIZE, shape)
+
+
+def tinygpt_step(config, seed=0):
+    """One training iteration of our GPT on the active backend, as a callable."""
+    model = GPT(GPTConfig(VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd,
+                          dropout=config.dropout), seed=seed)
+    optimizer = AdamW(model.named_parameters(), lr=config.learning_rate, betas=(0.9, config.beta2),
+                      weight_decay=config.weight_decay)
+    params = model.parameters()
+    x, y = (backend.asarray(a) for a in random_batch(config, seed))
+    engine.manual_seed(seed)
+
+    def step():
+        _, loss = model(x, y)
+        loss.backward()
+        clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return step
+
+
+def time_steps(step, iters, warmup, synchronize=backend.synchronize):
+    """Seconds per call of step(), iters times after warmup calls; the device is synchronized
+    before each clock read so queued GPU work is counted where it belongs."""
+    for _ in range(warmup):
+        step()
+    synchronize()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        step()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_host_rss_mb():
+    """This process's peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def peak_device_mb():
+    """GPU memory held by CuPy's default pool, or None on numpy. The pool keeps freed blocks
+    for reuse instead of returning them, so what it holds is the high-water mark of array memory."""
+    if backend.name() != "cupy":
+        return None
+    return backend.get_xp().get_default_memory_pool().total_bytes() / 2**20
+
+
+def device_name():
+    if backend.name() != "cupy":
+        return "cpu"
+    cuda = backend.get_xp().cuda
+    return cuda.runtime.getDeviceProperties(cuda.Device().id)["name"].decode()
+
+
+def bench(preset, iters=10, warmup=2):
+    """Time `iters` training iterations of `preset` on the active backend; a dict of results."""
+    if iters < 1 or warmup < 0:
+        raise UsageError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
+    config = preset_config(preset)
+    seconds = statistics.median(time_steps(tinygpt_step(config), iters, warmup))
+    device_mb = peak_device_mb()
+    host_mb = peak_host_rss_mb()
+    return {
+        "preset": preset,
+        "backend": backend.name(),
+        "device": device_name(),
+        "iters": iters,
+        "warmup": warmup,
+        "batch_size": config.batch_size,
+        "block_size": config.block_size,
+        "ms_per_iter": seconds * 1e3,
+        "tokens_per_s": config.batch_size * config.block_size / seconds,
+        "peak_mem_mb": device_mb if device_mb is not None else host_mb,
+        "peak_host_rss_mb": host_mb,
+    }
+
+
+def report(result, as_json=False):
+    """Print a result for people, and with as_json one JSON line last for scripts."""
+    memory = "GPU memory pool" if result["backend"] == "cupy" else "host RSS"
+    print(f"{result['preset']} preset on {result['backend']} ({result['device']}), "
+          f"batch {result['batch_size']} x block {result['block_size']}, median of {result['iters']} iterations:")
+    print(f"  {result['ms_per_iter']:.1f} ms/iter, {result['tokens_per_s']:,.0f} tokens/s, "
+          f"peak {memory} {result['peak_mem_mb']:.0f} MB")
+    if as_json:
+        print(json.dumps(result))
+

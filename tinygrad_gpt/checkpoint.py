@@ -1,0 +1,202 @@
+"""Checkpoints: safetensors for arrays, JSON for everything else; never pickle.
+
+A checkpoint folder (the out-dir, or out-dir/best) holds
+  model.safetensors      the weights under Hugging Face GPT-2 names, float32, host arrays
+  optimizer.safetensors  AdamW's moments, "exp_avg.<name>" / "exp_avg_sq.<name>" (latest only)
+  config.json            model config, vocabulary, training config, step, best val loss,
+                         optimizer step, and the sha256 of each tensor file above
+
+Crash safety: a save writes all three files to temp files and fsyncs them, then renames them over
+the old ones back to back, config.json last. config.json is the commit point: it names the exact
+bytes (by sha256) of the tensor files it belongs to. Before the renames, the tensor files being
+replaced are hard-linked into .previous/, so a crash between two renames (old config.json, new
+weights) still loads: the loader takes the file whose sha256 config.json names, from the folder or
+from .previous/. A crash before the renames leaves the previous checkpoint untouched. A set that
+matches neither (a file replaced by hand) is refused with a CheckpointError, never silently mixed.
+"""
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import safetensors.numpy
+
+from engine import backend
+from tinygrad_gpt.errors import CheckpointError
+from tinygrad_gpt.fileio import atomic_write
+from tinygrad_gpt.model import GPT, GPTConfig
+from tinygrad_gpt.presets import MODEL_FIELDS, TrainConfig
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+CONFIG_FILE = "config.json"
+BEST_DIR = "best"
+PREVIOUS_DIR = ".previous"  # the tensor files an older config.json may still name mid-save
+
+
+@dataclass
+class Checkpoint:
+    """What config.json says (the tensors stay in their files until load_model/load_optimizer)."""
+
+    directory: Path
+    model_config: GPTConfig
+    vocab: str
+    train_config: TrainConfig
+    step: int  # training iterations completed
+    best_val_loss: float | None
+    optimizer_step: int | None  # None where no optimizer state was saved (best/)
+    sha256: dict  # tensor file name -> hex digest of its bytes
+
+
+def save_checkpoint(directory, model, vocab, train_config, step, best_val_loss, optimizer=None):
+    """Write model (and optimizer) tensors and config.json into directory, crash-safely."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    blobs = {MODEL_FILE: _serialize(model.state_dict())}
+    optimizer_step = None
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        blobs[OPTIMIZER_FILE] = _serialize(state["tensors"])
+        optimizer_step = state["step"]
+    config = {
+        "step": step,
+        "best_val_loss": best_val_loss,
+        "model": asdict(model.config),
+        "vocab": vocab,
+        "train": {k: v for k, v in asdict(train_config).items() if k not in MODEL_FIELDS},
+        "optimizer_step": optimizer_step,
+        "sha256": {name: hashlib.sha256(blob).hexdigest() for name, blob in blobs.items()},
+    }
+    files = {directory / name: blob for name, blob in blobs.items()}
+    files[directory / CONFIG_FILE] = json.dumps(config, indent=2).encode()  # last: the commit point
+    _keep_previous(directory, blobs)
+    atomic_write(files)
+
+
+def _keep_previous(directory, names):
+    """Link the tensor files about to be replaced into directory/.previous/ (each swapped in
+    atomically), so the current config.json's files survive until the new one is renamed in."""
+    previous = directory / PREVIOUS_DIR
+    for name in names:
+        current, tmp = directory / name, previous / f".{name}.tmp"
+        if not current.exists():
+            continue
+        previous.mkdir(exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(current, tmp)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(current, tmp)
+        os.replace(tmp, previous / name)
+
+
+def _serialize(arrays):
+    return safetensors.numpy.save({name: backend.to_numpy(a) for name, a in arrays.items()})
+
+
+def read_checkpoint(directory):
+    """Parse and validate directory/config.json; CheckpointError naming the file if it is bad."""
+    path = Path(directory) / CONFIG_FILE
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint config ({e.strerror or e})") from None
+    try:
+        config = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    try:
+        return _parse_config(Path(directory), config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def _parse_config(directory, config):
+    if not isinstance(config, dict):
+        raise ValueError(f"expected a JSON object, got {type(config).__name__}")
+    model = _field(config, "model", dict)
+    for name in MODEL_FIELDS:
+        if name not in model:
+            raise ValueError(f"'model' lacks '{name}'")
+    model_config = GPTConfig(**model)
+    vocab = _field(config, "vocab", str)
+    if len(vocab) != model_config.vocab_size or len(set(vocab)) != len(vocab):
+        raise ValueError(f"'vocab' must be {model_config.vocab_size} distinct characters")
+    train_config = TrainConfig(**_field(config, "train", dict), **{k: model[k] for k in MODEL_FIELDS})
+    step = _field(config, "step", int)
+    best_val_loss = _field(config, "best_val_loss", (int, float), optional=True)
+    optimizer_step = _field(config, "optimizer_step", int, optional=True)
+    sha256 = _field(config, "sha256", dict)
+    if step < 0 or (optimizer_step is not None and optimizer_step < 0):
+        raise ValueError("'step' and 'optimizer_step' must be >= 0")
+    if MODEL_FILE not in sha256 or not all(isinstance(v, str) for v in sha256.values()):
+        raise ValueError(f"'sha256' must map '{MODEL_FILE}' (and '{OPTIMIZER_FILE}') to hex digests")
+    return Checkpoint(directory, model_config, vocab, train_config, step,
+                      None if best_val_loss is None else float(best_val_loss), optimizer_step, sha256)
+
+
+def _field(config, key, kinds, optional=False):
+    """config[key], checked to be of type kinds (bool never passes for a number)."""
+    value = config.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        expected = kinds.__name__ if isinstance(kinds, type) else "a number"
+        raise ValueError(f"'{key}' must be {expected}{' or null' if optional else ''}, got {value!r:.60}")
+    return value
+
+
+def load_model(checkpoint):
+    """A GPT built from the checkpoint's config with its saved weights, on the active backend."""
+    try:
+        model = GPT(checkpoint.model_config)
+    except (ValueError, MemoryError) as e:  # sizes from config.json that cannot be built
+        raise CheckpointError(f"{checkpoint.directory / CONFIG_FILE}: cannot build this model ({e})") from None
+    _load_tensors(checkpoint, MODEL_FILE, model.state_dict(), model.load_state_dict)
+    return model
+
+
+def load_optimizer(checkpoint, optimizer):
+    """Restore AdamW's moments and step count saved with the checkpoint."""
+    if checkpoint.optimizer_step is None or OPTIMIZER_FILE not in checkpoint.sha256:
+        raise CheckpointError(f"{checkpoint.directory / CONFIG_FILE}: this checkpoint has no optimizer state")
+    step = checkpoint.optimizer_step
+    _load_tensors(checkpoint, OPTIMIZER_FILE, optimizer.state_dict()["tensors"],
+                  lambda tensors: optimizer.load_state_dict({"step": step, "tensors": tensors}))
+
+
+def _load_tensors(checkpoint, name, expected, load):
+    """Read checkpoint.directory/name, check its dtypes against the `expected` arrays, hand it to
+    `load` (which checks names and shapes before copying), then check config.json's sha256."""
+    path = checkpoint.directory / name
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    if hashlib.sha256(raw).hexdigest() != checkpoint.sha256[name]:  # a save stopped between renames?
+        previous = checkpoint.directory / PREVIOUS_DIR / name
+        if previous.exists() and hashlib.sha256(previous.read_bytes()).hexdigest() == checkpoint.sha256[name]:
+            path, raw = previous, previous.read_bytes()
+    try:
+        tensors = safetensors.numpy.load(raw)
+    except Exception as e:  # the parser reports bad input as SafetensorError, or KeyError for unknown dtypes
+        raise CheckpointError(f"{path}: not a valid safetensors file ({_one_line(e)})") from None
+    wrong_dtype = [f"{k} {tensors[k].dtype} != {expected[k].dtype}"
+                   for k in expected if k in tensors and tensors[k].dtype != expected[k].dtype]
+    if wrong_dtype:
+        raise CheckpointError(f"{path}: wrong dtypes (file != expected): {', '.join(wrong_dtype)}")
+    try:
+        load(tensors)  # checks every name and shape before copying anything
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {_one_line(e)}") from None
+    # Checked last so that a file with wrong names or shapes gets the more precise message above;
+    # on a mismatch, the error makes the caller abandon the model or optimizer just filled.
+    if hashlib.sha256(raw).hexdigest() != checkpoint.sha256[name]:
+        raise CheckpointError(f"{path}: does not match the sha256 recorded in {CONFIG_FILE}: the files "
+                              f"come from different saves (an interrupted save, or a replaced file)")
+
+
+def _one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__

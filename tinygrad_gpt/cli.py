@@ -1,0 +1,128 @@
+"""The `tinygpt` command: train, sample, bench.
+
+Exit status: 0 done; 1 a runtime problem (data, checkpoint, backend, files), reported as one line
+`tinygpt: error: ...`; 2 a usage problem (flags, values, prompt); 130 interrupted. --debug shows
+the traceback instead.
+"""
+import argparse
+import os
+import sys
+from dataclasses import fields
+
+from engine import BackendError, set_backend
+from tinygrad_gpt.bench import bench, report
+from tinygrad_gpt.errors import TinyGPTError, TrainingInterrupted
+from tinygrad_gpt.presets import PRESETS, TrainConfig
+from tinygrad_gpt.sample import sample
+from tinygrad_gpt.train import run_config, train
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (no usage dump), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def run_train(args):
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    train(run_config(args.out_dir, args.preset, overrides, args.resume), args.out_dir, args.data, args.resume)
+
+
+def run_sample(args):
+    sample(args.out_dir, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+           top_k=args.top_k or None, seed=args.seed, best=args.best)
+
+
+def run_bench(args):
+    report(bench(args.preset, args.iters, args.warmup), as_json=args.json)
+
+
+def build_parser():
+    parser = _Parser(prog="tinygpt", description="Train and sample a character-level GPT on Tiny Shakespeare.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,bench}")
+    common = _Parser(add_help=False)
+    common.add_argument("--backend", choices=("numpy", "cupy"),
+                        help="array backend (default: $TINYGPT_BACKEND, else numpy)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    presets = ", ".join(PRESETS)
+
+    p_train = commands.add_parser("train", parents=[common], help="train a model, checkpointing into --out-dir",
+                                  description="Train a GPT. Unset flags take the preset's value "
+                                              "(with --resume: the checkpoint's).")
+    p_train.set_defaults(run=run_train)
+    p_train.add_argument("--preset", choices=PRESETS, default="cpu", help=f"starting config: {presets} (default cpu)")
+    p_train.add_argument("--data", metavar="PATH",
+                         help="UTF-8 text file (default: $TINYGPT_DATA, else Tiny Shakespeare, "
+                              "downloaded once into ~/.cache/tinygrad_gpt)")
+    p_train.add_argument("--out-dir", default="out", metavar="DIR",
+                         help="checkpoints, log.jsonl and loss.png (default out)")
+    p_train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out-dir")
+    for name, kind, description in [
+        ("max_iters", int, "training iterations in all"),
+        ("eval_interval", int, "evaluate and checkpoint every this many iterations"),
+        ("eval_iters", int, "batches per split in each evaluation"),
+        ("log_interval", int, "read the loss to the host every this many iterations"),
+        ("batch_size", int, None), ("block_size", int, "context length"),
+        ("n_layer", int, None), ("n_head", int, None), ("n_embd", int, None),
+        ("dropout", float, None),
+        ("learning_rate", float, "peak learning rate"),
+        ("min_lr", float, "learning rate at the end of the cosine decay"),
+        ("warmup_iters", int, None),
+        ("lr_decay_iters", int, "cosine decay length (default max_iters)"),
+        ("weight_decay", float, None), ("beta2", float, None),
+        ("grad_clip", float, "clip the gradient norm to this (0: off)"),
+        ("seed", int, "seed of the init, batches and dropout"),
+    ]:
+        p_train.add_argument(f"--{name.replace('_', '-')}", type=kind, metavar="N" if kind is int else "X",
+                             help=description)
+
+    p_sample = commands.add_parser("sample", parents=[common], help="generate text from a checkpoint")
+    p_sample.set_defaults(run=run_sample)
+    p_sample.add_argument("--out-dir", default="out", metavar="DIR", help="the training run's folder (default out)")
+    p_sample.add_argument("--best", action="store_true", help="use the best checkpoint by val loss (out-dir/best)")
+    p_sample.add_argument("--prompt", default="\n", help="text to continue (default a newline)")
+    p_sample.add_argument("--max-new-tokens", type=int, default=500)
+    p_sample.add_argument("--temperature", type=float, default=0.8)
+    p_sample.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest (0: all)")
+    p_sample.add_argument("--seed", type=int, default=1)
+
+    p_bench = commands.add_parser("bench", parents=[common], help="time training iterations on random tokens")
+    p_bench.set_defaults(run=run_bench)
+    p_bench.add_argument("--preset", choices=PRESETS, default="cpu", help=f"model and batch shapes: {presets}")
+    p_bench.add_argument("--iters", type=int, default=10, help="timed iterations (the median is reported)")
+    p_bench.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    p_bench.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        set_backend(args.backend or os.environ.get("TINYGPT_BACKEND") or "numpy")
+        args.run(args)
+        return 0
+    except BrokenPipeError:  # e.g. `tinygpt sample | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail
+        return 1
+    except (TrainingInterrupted, KeyboardInterrupt) as e:
+        if args.debug:
+            raise
+        print(f"tinygpt: {str(e) or 'interrupted'}", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        print(f"tinygpt: error: {_describe(e)}", file=sys.stderr)
+        return e.exit_code if isinstance(e, TinyGPTError) else 1
+
+
+def _describe(error):
+    """One line for the user: our own errors and OSErrors say what happened; anything else is a bug."""
+    if isinstance(error, (TinyGPTError, BackendError)):
+        message = str(error)
+    elif isinstance(error, OSError):
+        message = f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
+    else:
+        message = f"internal error: {type(error).__name__}: {error} (run again with --debug for the traceback)"
+    return message.replace("\n", " ")

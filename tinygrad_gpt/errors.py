@@ -1,0 +1,31 @@
+"""Errors a user can cause: the CLI prints each as one line and exits with its `exit_code`."""
+
+
+class TinyGPTError(Exception):
+    """A problem with the inputs or the environment (data, checkpoint, out-dir), not a bug."""
+
+    exit_code = 1
+
+
+class UsageError(TinyGPTError):
+    """Invalid flags or values on the command line (same exit status as argparse's own errors)."""
+
+    exit_code = 2
+
+
+class DataError(TinyGPTError):
+    """The training text is missing, unreadable, or unsuitable."""
+
+
+class CheckpointError(TinyGPTError, ValueError):
+    """A checkpoint file is missing, corrupt, or does not match its config.json."""
+
+
+class TrainingDiverged(TinyGPTError):
+    """The loss or gradient norm became non-finite."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training, after the checkpoint was saved; the message says how to resume."""
+
+    exit_code = 130

@@ -1,0 +1,80 @@
+"""Training configuration: every knob of a run, and the named presets the CLI starts from."""
+import math
+from dataclasses import dataclass
+
+# The fields that describe the model rather than the run; they also live in GPTConfig.
+MODEL_FIELDS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
+
+
+@dataclass
+class TrainConfig:
+    # model
+    n_layer: int
+    n_head: int
+    n_embd: int
+    block_size: int
+    dropout: float
+    # data and schedule
+    batch_size: int
+    max_iters: int
+    eval_interval: int
+    eval_iters: int
+    log_interval: int
+    # AdamW and the learning-rate schedule
+    learning_rate: float
+    min_lr: float
+    warmup_iters: int
+    lr_decay_iters: int | None  # None: decay until max_iters
+    weight_decay: float
+    beta2: float
+    grad_clip: float  # 0 turns clipping off
+    seed: int
+
+    def __post_init__(self):
+        if self.lr_decay_iters is None:
+            self.lr_decay_iters = self.max_iters
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_iters",
+                     "eval_interval", "eval_iters", "log_interval", "lr_decay_iters"):
+            self._check(name, _is_int, lambda v: v > 0, "a positive integer")
+        for name in ("warmup_iters", "seed"):
+            self._check(name, _is_int, lambda v: v >= 0, "an integer >= 0")
+        self._check("learning_rate", _is_number, lambda v: v > 0, "a number > 0")
+        for name in ("min_lr", "weight_decay", "grad_clip"):
+            self._check(name, _is_number, lambda v: v >= 0, "a number >= 0")
+        for name in ("dropout", "beta2"):
+            self._check(name, _is_number, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+    def _check(self, name, has_type, in_range, expected):
+        value = getattr(self, name)
+        if not (has_type(value) and in_range(value)):
+            raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+# cpu: nanoGPT's shakespeare_char recipe for a laptop; baby: its GPU recipe; tiny: a smoke test.
+PRESETS = {
+    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0,
+                batch_size=12, max_iters=2000, eval_interval=250, eval_iters=20, log_interval=10,
+                learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, lr_decay_iters=None,
+                weight_decay=0.1, beta2=0.99, grad_clip=1.0, seed=1337),
+    "baby": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2,
+                 batch_size=64, max_iters=5000, eval_interval=250, eval_iters=200, log_interval=10,
+                 learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, lr_decay_iters=None,
+                 weight_decay=0.1, beta2=0.99, grad_clip=1.0, seed=1337),
+    "tiny": dict(n_layer=2, n_head=2, n_embd=32, block_size=32, dropout=0.0,
+                 batch_size=8, max_iters=100, eval_interval=50, eval_iters=5, log_interval=10,
+                 learning_rate=3e-3, min_lr=3e-4, warmup_iters=10, lr_decay_iters=None,
+                 weight_decay=0.1, beta2=0.99, grad_clip=1.0, seed=1337),
+}
+
+
+def preset_config(preset, **overrides):
+    """TrainConfig of a named preset with some fields replaced (ValueError on bad values)."""
+    return TrainConfig(**{**PRESETS[preset], **overrides})

@@ -1,0 +1,241 @@
+"""The training loop (nanoGPT's train.py on our engine): resumable bit for bit, stops cleanly.
+
+Reproducibility: every random draw of a step comes from (seed, step) alone. The batch of step s
+comes from np.random.default_rng([seed, s]) and its dropout masks from engine.manual_seed(a number
+derived from (seed, s)); eval batches come from their own fixed streams. So a run resumed from
+a checkpoint at step s replays exactly what the uninterrupted run would have done. (Batches are
+drawn on the host, the same on both backends; dropout masks come from the backend's generator.)
+"""
+import json
+import math
+import shlex
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import engine
+from engine import backend, no_grad
+from tinygrad_gpt.checkpoint import (BEST_DIR, CONFIG_FILE, load_model, load_optimizer, read_checkpoint,
+                                     save_checkpoint)
+from tinygrad_gpt.data import CharTokenizer, load_dataset, resolve_data_path
+from tinygrad_gpt.errors import TinyGPTError, TrainingDiverged, TrainingInterrupted, UsageError
+from tinygrad_gpt.model import GPT, GPTConfig
+from tinygrad_gpt.optim import AdamW, clip_grad_norm_, get_lr
+from tinygrad_gpt.presets import MODEL_FIELDS, preset_config
+
+LOG_FILE = "log.jsonl"
+# Seed words that keep the dropout and eval streams apart from the batch stream [seed, step]
+# (2**32 - 1 stands where a step number would, one no run reaches).
+DROPOUT_STREAM = 1
+EVAL_STREAMS = {"train": [2**32 - 1, 1], "val": [2**32 - 1, 2]}
+
+
+def batch_rng(seed, step):
+    return np.random.default_rng([seed, step])
+
+
+def dropout_seed(seed, step):
+    return int(np.random.SeedSequence([seed, step, DROPOUT_STREAM]).generate_state(1)[0])
+
+
+def run_config(out_dir, preset, overrides, resume):
+    """The TrainConfig for a run: a preset with the given flags replacing its values, or on
+    resume the checkpoint's config with them."""
+    saved = read_checkpoint(out_dir).train_config if resume else None
+    try:
+        return replace(saved, **overrides) if resume else preset_config(preset, **overrides)
+    except ValueError as e:
+        raise UsageError(f"invalid config: {e}") from None
+
+
+def train(config, out_dir="out", data=None, resume=False):
+    """Train per config, checkpointing into out_dir; with resume, continue out_dir's checkpoint.
+    data: the text file (else $TINYGPT_DATA, else the downloaded Tiny Shakespeare)."""
+    out_dir = Path(out_dir)
+    checkpoint = read_checkpoint(out_dir) if resume else None
+    if not resume and (out_dir / CONFIG_FILE).exists():
+        raise TinyGPTError(f"{out_dir} already holds a checkpoint; continue it with --resume, "
+                           f"or pick another --out-dir")
+    path = resolve_data_path(data)
+    dataset = load_dataset(path, config.block_size, CharTokenizer(checkpoint.vocab) if checkpoint else None)
+    vocab = dataset.tokenizer.vocab
+
+    if checkpoint:
+        _check_same_model(config, checkpoint.train_config)
+        model = load_model(checkpoint)
+        step, best_val_loss = checkpoint.step, checkpoint.best_val_loss
+    else:
+        model_config = {name: getattr(config, name) for name in MODEL_FIELDS}
+        try:
+            model = GPT(GPTConfig(vocab_size=len(vocab), **model_config), seed=config.seed)
+        except ValueError as e:
+            raise UsageError(f"invalid config: {e}") from None
+        step, best_val_loss = 0, None
+    optimizer = AdamW(model.named_parameters(), lr=config.learning_rate, betas=(0.9, config.beta2),
+                      weight_decay=config.weight_decay)
+    if checkpoint:
+        load_optimizer(checkpoint, optimizer)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _keep_log_until(out_dir / LOG_FILE, step)  # also finds an unwritable out-dir before any training
+    if step >= config.max_iters:
+        print(f"{out_dir} is already at step {step} = max_iters; pass a larger --max-iters to go on")
+        return
+
+    print(f"{'resuming at step ' + str(step) if checkpoint else 'training'}: {model.num_params():,} parameters "
+          f"on {backend.name()}, data {path} (vocab {len(vocab)}), checkpoints in {out_dir}")
+
+    def save(directory, with_optimizer):
+        save_checkpoint(directory, model, vocab, config, step, best_val_loss,
+                        optimizer if with_optimizer else None)
+
+    model.train()
+    xp = backend.get_xp()
+    params = model.parameters()
+    tokens_per_step = config.batch_size * config.block_size
+    start = time.time()
+    synced_step, synced_time = step, start
+    finite_flags = []  # one 0-d device bool per step since the last sync: read together, not per step
+    bar = tqdm(total=config.max_iters, initial=step, dynamic_ncols=True, disable=None, unit="it")
+    # numpy's overflow warnings would only repeat what the finiteness check below reports
+    with _InterruptFlag() as interrupted, np.errstate(all="ignore"), bar:
+        while step < config.max_iters:
+            lr = get_lr(step, config.learning_rate, config.min_lr, config.warmup_iters, config.lr_decay_iters)
+            optimizer.lr = lr
+            x, y = dataset.get_batch("train", config.batch_size, config.block_size, batch_rng(config.seed, step))
+            engine.manual_seed(dropout_seed(config.seed, step))
+            _, loss = model(backend.asarray(x), backend.asarray(y))
+            loss.backward()
+            finite = xp.isfinite(loss.data)
+            if config.grad_clip > 0:
+                finite &= xp.isfinite(clip_grad_norm_(params, config.grad_clip))
+            finite_flags.append(finite)
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+            bar.update()
+
+            evaluate = step % config.eval_interval == 0 or step == config.max_iters
+            if step % config.log_interval == 0 or evaluate or interrupted:
+                # the one host sync: catch a non-finite step before anything gets saved
+                flags = backend.to_numpy(xp.stack(finite_flags))
+                if not flags.all():
+                    bad_step = synced_step + int(np.argmin(flags))
+                    raise TrainingDiverged(f"loss or gradient norm is not finite at step {bad_step}; stopped "
+                                           f"(try a lower --learning-rate); the last checkpoint in {out_dir} "
+                                           f"is left as it was")
+                now = time.time()
+                tokens_per_s = (step - synced_step) * tokens_per_step / (now - synced_time)
+                bar.set_postfix({"loss": f"{loss.item():.4f}", "tok/s": f"{tokens_per_s:,.0f}"})
+                finite_flags, synced_step, synced_time = [], step, now
+            if evaluate:
+                losses = estimate_loss(model, dataset, config)
+                if not all(map(math.isfinite, losses.values())):
+                    raise TrainingDiverged(f"the eval loss is not finite at step {step}; stopped; the last "
+                                           f"checkpoint in {out_dir} is left as it was")
+                record = dict(step=step, train_loss=losses["train"], val_loss=losses["val"], lr=lr,
+                              elapsed_s=round(time.time() - start, 3))
+                bar.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                with open(out_dir / LOG_FILE, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                improved = best_val_loss is None or losses["val"] < best_val_loss
+                if improved:
+                    best_val_loss = losses["val"]
+                save(out_dir, with_optimizer=True)
+                if improved:
+                    save(out_dir / BEST_DIR, with_optimizer=False)
+            if interrupted and step < config.max_iters:
+                if not evaluate:
+                    save(out_dir, with_optimizer=True)
+                command = shlex.join(["tinygpt", "train", "--out-dir", str(out_dir), "--resume"]
+                                     + (["--data", str(data)] if data else []))
+                raise TrainingInterrupted(f"interrupted at step {step}; checkpoint saved in {out_dir}; "
+                                          f"resume with: {command}")
+
+    _plot_losses(out_dir)
+    # id 0 is the smallest character, a newline in most texts
+    sample = model.generate(np.zeros((1, 1), dtype=np.int64), 200, temperature=0.8, top_k=40, seed=config.seed)
+    print(f"sample after {step} steps:\n{dataset.tokenizer.decode(sample[0])}")
+
+
+def _check_same_model(config, saved):
+    for name in MODEL_FIELDS:
+        if getattr(config, name) != getattr(saved, name):
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)} differs from the checkpoint's "
+                             f"{getattr(saved, name)}; a resumed run keeps its model")
+
+
+@no_grad()
+def estimate_loss(model, dataset, config):
+    """Mean loss over eval_iters batches of each split, in eval mode (no dropout). The batches
+    are the same at every eval (fixed streams), so successive evals compare like with like."""
+    model.eval()
+    losses = {}
+    for split, stream in EVAL_STREAMS.items():
+        rng = np.random.default_rng([config.seed, *stream])
+        total = 0.0
+        for _ in range(config.eval_iters):
+            x, y = dataset.get_batch(split, config.batch_size, config.block_size, rng)
+            _, loss = model(backend.asarray(x), backend.asarray(y))
+            total = total + loss.data  # summed on the device, read once below
+        losses[split] = float(backend.to_numpy(total)) / config.eval_iters
+    model.train()
+    return losses
+
+
+def _keep_log_until(path, step):
+    """Drop log lines past `step` (written after the checkpoint we resume from) and any torn
+    last line, so the log matches the run being continued; a fresh run (step 0) starts empty."""
+    kept = []
+    if step > 0 and path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                pass
+    path.write_text("".join(kept))
+
+
+class _InterruptFlag:
+    """Within the block, Ctrl-C sets a flag (truthy) that the loop checks after each step, so a
+    checkpoint is never cut in half; a second Ctrl-C raises KeyboardInterrupt as usual."""
+
+    def __enter__(self):
+        self.raised = False
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __bool__(self):
+        return self.raised
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def _plot_losses(out_dir):
+    """out_dir/loss.png from log.jsonl, when matplotlib is installed (the `plot` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    records = [json.loads(line) for line in (out_dir / LOG_FILE).read_text().splitlines()]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("train_loss", "val_loss"):
+        ax.plot([r["step"] for r in records], [r[key] for r in records], label=key.replace("_", " "))
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss")
+    ax.legend()
+    fig.savefig(out_dir / "loss.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
