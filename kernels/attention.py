@@ -16,8 +16,7 @@ def attention_forward(q, k, v, is_causal=True, dropout_mask=None):
     att (B, H, Tq, Tk) before dropout. dropout_mask, if given, has att's shape (0 or 1/(1-p))."""
     xp = xp_of(q)
     scale = 1.0 / math.sqrt(q.shape[-1])
-    att = q @ k.swapaxes(-1, -2)
-    att *= scale
+    att = (q * scale) @ k.swapaxes(-1, -2)  # scaling q touches Tq*hd numbers, not Tq*Tk
     if is_causal:
         att += causal_bias(xp, q.shape[-2], k.shape[-2], att.dtype)
     att -= att.max(axis=-1, keepdims=True)
@@ -44,7 +43,6 @@ def attention_backward(dout, q, k, v, att, dropout_mask=None):
         ds *= dropout_mask
     ds -= (ds * att).sum(axis=-1, keepdims=True)
     ds *= att
-    ds *= scale
-    dq = ds @ k
-    dk = ds.swapaxes(-1, -2) @ q
+    dq = ds @ (k * scale)
+    dk = ds.swapaxes(-1, -2) @ (q * scale)
     return dq, dk, dv

@@ -14,6 +14,7 @@ import numpy as np
 
 import engine
 from engine import backend
+from engine.profiler import profile as engine_profile
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
@@ -30,7 +31,7 @@ def random_batch(config, seed=0):
 
 
 def tinygpt_step(config, seed=0):
-    """One training iteration of our GPT on the active backend, as a callable."""
+    """One training iteration of our GPT on the active backend as a callable, and the model."""
     model = GPT(GPTConfig(VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd,
                           dropout=config.dropout), seed=seed)
     optimizer = AdamW(model.named_parameters(), lr=config.learning_rate, betas=(0.9, config.beta2),
@@ -46,7 +47,7 @@ def tinygpt_step(config, seed=0):
         optimizer.step()
         optimizer.zero_grad()
 
-    return step
+    return step, model
 
 
 def time_steps(step, iters, warmup, synchronize=backend.synchronize):
@@ -85,27 +86,94 @@ def device_name():
     return cuda.runtime.getDeviceProperties(cuda.Device().id)["name"].decode()
 
 
-def bench(preset, iters=10, warmup=2):
-    """Time `iters` training iterations of `preset` on the active backend; a dict of results."""
+def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
+    """Time `iters` training iterations of `preset` on the active backend; a dict of results.
+
+    vs_torch: also time the same model and recipe in PyTorch eager, in the same run on the same
+    device, interleaved in blocks (ours, then torch, repeated) so neither always runs on a cold
+    cache or beside the other's still-spinning worker threads. profile: add a per-op table.
+    """
     if iters < 1 or warmup < 0:
         raise UsageError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
     config = preset_config(preset)
-    seconds = statistics.median(time_steps(tinygpt_step(config), iters, warmup))
+    step, model = tinygpt_step(config)
+    result = {"preset": preset, "backend": backend.name(), "device": device_name(), "iters": iters,
+              "warmup": warmup, "batch_size": config.batch_size, "block_size": config.block_size}
+    if not vs_torch:
+        times = time_steps(step, iters, warmup)
+    else:
+        initial_weights = {name: backend.to_numpy(a).copy() for name, a in model.state_dict().items()}
+        first_loss = _first_loss(model, config)
+        peak_before_torch = peak_host_rss_mb()  # ours alone (torch not imported yet)
+        torch = TorchContender(config, initial_weights)
+        times, torch_times = [], []
+        block = max(1, iters // 5)
+        time_steps(step, 0, warmup)
+        time_steps(torch.step, 0, warmup, torch.synchronize)
+        while len(times) < iters:
+            times += time_steps(step, block, 0)
+            torch_times += time_steps(torch.step, block, 0, torch.synchronize)
+        result["torch"] = {
+            "version": torch.version,
+            "ms_per_iter": statistics.median(torch_times) * 1e3,
+            "first_loss_diff": abs(torch.first_loss - first_loss),
+            "peak_mem_mb": torch.peak_mem_mb(),
+        }
+        if backend.name() != "cupy":
+            result["torch"]["peak_mem_mb"] = None  # one process: its RSS is shared, see peak_host_rss_mb
+            result["peak_host_rss_mb_before_torch"] = peak_before_torch
+    seconds = statistics.median(times)
     device_mb = peak_device_mb()
     host_mb = peak_host_rss_mb()
-    return {
-        "preset": preset,
-        "backend": backend.name(),
-        "device": device_name(),
-        "iters": iters,
-        "warmup": warmup,
-        "batch_size": config.batch_size,
-        "block_size": config.block_size,
+    result.update({
         "ms_per_iter": seconds * 1e3,
         "tokens_per_s": config.batch_size * config.block_size / seconds,
-        "peak_mem_mb": device_mb if device_mb is not None else host_mb,
+        "peak_mem_mb": device_mb if device_mb is not None else result.get("peak_host_rss_mb_before_torch", host_mb),
         "peak_host_rss_mb": host_mb,
-    }
+    })
+    if "torch" in result:
+        result["ratio_vs_torch"] = result["ms_per_iter"] / result["torch"]["ms_per_iter"]
+    if profile:
+        with engine_profile() as prof:
+            for _ in range(iters):
+                step()
+        result["profile"] = prof.table()
+    return result
+
+
+def _first_loss(model, config):
+    """The loss our model gives on the benchmark batch right now, with no graph built."""
+    x, y = (backend.asarray(a) for a in random_batch(config))
+    with engine.no_grad():
+        return model(x, y)[1].item()
+
+
+class TorchContender:
+    """The PyTorch twin of the benchmark, built from our initial weights on our device."""
+
+    def __init__(self, config, initial_weights):
+        try:
+            import torch
+
+            from tinygrad_gpt.torch_reference import torch_step
+        except ImportError:
+            raise UsageError("--vs-torch needs PyTorch, which is not importable here "
+                             "(pip install torch; it is never a dependency of tinygrad_gpt)") from None
+        self._torch = torch
+        self.version = torch.__version__
+        self.device = "cuda" if backend.name() == "cupy" else "cpu"
+        model_config = GPTConfig(VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd)
+        x, y = random_batch(config)
+        self.step, self.first_loss = torch_step(model_config, config, initial_weights, x, y, self.device)
+
+    def synchronize(self):
+        if self.device == "cuda":
+            self._torch.cuda.synchronize()
+
+    def peak_mem_mb(self):
+        if self.device != "cuda":
+            return None
+        return self._torch.cuda.max_memory_reserved() / 2**20
 
 
 def report(result, as_json=False):
@@ -115,6 +183,16 @@ def report(result, as_json=False):
           f"batch {result['batch_size']} x block {result['block_size']}, median of {result['iters']} iterations:")
     print(f"  {result['ms_per_iter']:.1f} ms/iter, {result['tokens_per_s']:,.0f} tokens/s, "
           f"peak {memory} {result['peak_mem_mb']:.0f} MB")
+    if "torch" in result:
+        torch = result["torch"]
+        memory_note = f", peak {memory} {torch['peak_mem_mb']:.0f} MB" if torch["peak_mem_mb"] is not None else ""
+        print(f"  PyTorch {torch['version']} eager, same model, recipe and device, interleaved: "
+              f"{torch['ms_per_iter']:.1f} ms/iter{memory_note}")
+        print(f"  ratio ours/PyTorch: {result['ratio_vs_torch']:.2f} "
+              f"(first losses differ by {torch['first_loss_diff']:.1e})")
+    if "profile" in result:
+        print(f"where {result['iters']} iterations spend their time:")
+        print(result["profile"])
     if as_json:
         print(json.dumps(result))
 

@@ -35,7 +35,7 @@ def run_sample(args):
 
 
 def run_bench(args):
-    report(bench(args.preset, args.iters, args.warmup), as_json=args.json)
+    report(bench(args.preset, args.iters, args.warmup, vs_torch=args.vs_torch, profile=args.profile), as_json=args.json)
 
 
 def build_parser():
@@ -93,6 +93,9 @@ def build_parser():
     p_bench.add_argument("--iters", type=int, default=10, help="timed iterations (the median is reported)")
     p_bench.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     p_bench.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    p_bench.add_argument("--vs-torch", action="store_true",
+                         help="also time the same model and recipe in PyTorch eager, in this run, and print the ratio")
+    p_bench.add_argument("--profile", action="store_true", help="print the share of a step spent in each op")
     return parser
 
 
