@@ -1,6 +1,6 @@
 """Which implementation of a kernel runs: the CUDA one on GPU arrays, else the xp reference.
 
-`K.layernorm_forward(x, ...)` looks at its first argument: a cupy array gets
+`K.layernorm_forward(x, ...)` looks at its first argument (or the first array of a list): a cupy array gets
 `kernels.cuda.layernorm_forward` when that exists, unless TINYGPT_KERNELS=xp forces the
 reference (for study and debugging). Everything else gets the function in `kernels/`.
 """
@@ -41,7 +41,8 @@ class _Kernels:
         reference = _reference(name)
 
         def call(first, *args, **kwargs):
-            fn = pick(name, first) if xp_of(first).__name__ == "cupy" else reference
+            probe = first[0] if isinstance(first, (list, tuple)) and first else first
+            fn = pick(name, probe) if xp_of(probe).__name__ == "cupy" else reference
             return fn(first, *args, **kwargs)
 
         call.__name__ = name

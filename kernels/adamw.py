@@ -21,3 +21,10 @@ def adamw_update(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, wei
     denom **= 0.5
     denom += eps
     param -= (lr / bias1) * exp_avg / denom
+
+
+def adamw_update_multi(params, grads, exp_avgs, exp_avg_sqs, **hyper):
+    """adamw_update over lists of arrays sharing one set of hyper-parameters (on the GPU, the CUDA
+    version does them all in one launch)."""
+    for param, grad, exp_avg, exp_avg_sq in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
+        adamw_update(param, grad, exp_avg, exp_avg_sq, **hyper)

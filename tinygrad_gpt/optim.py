@@ -24,12 +24,12 @@ class AdamW:
 
     def step(self):
         self.step_count += 1
-        for name, p in self.named_parameters:
-            if p.grad is None:
-                continue
-            K.adamw_update(p.data, p.grad, self.exp_avg[name], self.exp_avg_sq[name],
-                           lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
-                           weight_decay=self.weight_decay if p.ndim >= 2 else 0.0, step=self.step_count)
+        for decayed in (True, False):  # two groups, each one call (one kernel launch on the GPU)
+            group = [(name, p) for name, p in self.named_parameters if p.grad is not None and (p.ndim >= 2) == decayed]
+            K.adamw_update_multi([p.data for _, p in group], [p.grad for _, p in group],
+                                 [self.exp_avg[name] for name, _ in group], [self.exp_avg_sq[name] for name, _ in group],
+                                 lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                                 weight_decay=self.weight_decay if decayed else 0.0, step=self.step_count)
 
     def zero_grad(self):
         for _, p in self.named_parameters:
