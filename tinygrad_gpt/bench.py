@@ -142,10 +142,13 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
 
 
 def _first_loss(model, config):
-    """The loss our model gives on the benchmark batch right now, with no graph built."""
+    """The loss our model gives on the benchmark batch right now, without dropout or a graph."""
     x, y = (backend.asarray(a) for a in random_batch(config))
+    model.eval()
     with engine.no_grad():
-        return model(x, y)[1].item()
+        loss = model(x, y)[1].item()
+    model.train()
+    return loss
 
 
 class TorchContender:
@@ -162,7 +165,8 @@ class TorchContender:
         self._torch = torch
         self.version = torch.__version__
         self.device = "cuda" if backend.name() == "cupy" else "cpu"
-        model_config = GPTConfig(VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd)
+        model_config = GPTConfig(VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd,
+                                 dropout=config.dropout)
         x, y = random_batch(config)
         self.step, self.first_loss = torch_step(model_config, config, initial_weights, x, y, self.device)
 
