@@ -104,12 +104,12 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
     else:
         initial_weights = {name: backend.to_numpy(a).copy() for name, a in model.state_dict().items()}
         first_loss = _first_loss(model, config)
-        peak_before_torch = peak_host_rss_mb()  # ours alone (torch not imported yet)
+        time_steps(step, 0, max(warmup, 1))
+        peak_before_torch = peak_host_rss_mb()  # ours alone, after full steps (torch not imported yet)
         torch = TorchContender(config, initial_weights)
+        time_steps(torch.step, 0, warmup, torch.synchronize)
         times, torch_times = [], []
         block = max(1, iters // 5)
-        time_steps(step, 0, warmup)
-        time_steps(torch.step, 0, warmup, torch.synchronize)
         while len(times) < iters:
             times += time_steps(step, block, 0)
             torch_times += time_steps(torch.step, block, 0, torch.synchronize)
