@@ -1,6 +1,6 @@
 """Function: one node of the graph (Chainer's FunctionNode, micrograd's _backward, as a class).
 
-A subclass says three things, in this order, so each op reads as a small story:
+A subclass says two things, in this order, so each op reads as a small story:
   forward(*arrays)  -> the output array; it stores on `self` what backward will need
   backward(grad)    -> one gradient per input (None where no gradient flows), each of the
                        input's own shape, or a shape that broadcasts to it (summed back for it)
@@ -23,8 +23,10 @@ class Function:
         from engine.tensor import Tensor, check_same_device
 
         check_same_device(cls.__name__, inputs)
-        # a numpy scalar (np.float64(2.0)) would upcast float32 arrays; a Python scalar does not
-        inputs = tuple(x.item() if isinstance(x, numpy.generic) else x for x in inputs)
+        # a numpy scalar (np.float64(2.0)) would upcast float32 arrays; a Python scalar does not.
+        # A list operand becomes a Tensor by Tensor()'s rule (float lists are float32).
+        inputs = tuple(x.item() if isinstance(x, numpy.generic) else Tensor(x) if isinstance(x, list) else x
+                       for x in inputs)
         fn = cls(**params)
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         out = Tensor._from_array(timed(cls.__name__, "forward", fn.forward, *arrays))

@@ -36,7 +36,7 @@ def _transpose(x, a, b):
     return Permute.apply(x, axes=tuple(axes))
 
 
-def _split(x, split_size, axis=-1):
+def _split(x, split_size, axis=0):
     """Consecutive pieces of `split_size` along `axis` (the last may be shorter), as views."""
     axis %= x.ndim
     n = x.shape[axis]

@@ -137,6 +137,9 @@ def _topological_order(root):
         seen.add(id(node))
         stack.append((node, True))
         for x in node._ctx.inputs:
+            if isinstance(x, Tensor) and x._graph_freed:
+                raise RuntimeError("backward() through a tensor whose graph an earlier backward() freed; "
+                                   "build the graph again (rerun the forward)")
             if isinstance(x, Tensor) and x._ctx is not None and id(x) not in seen:
                 stack.append((x, False))
     return order

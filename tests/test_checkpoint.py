@@ -176,10 +176,8 @@ def test_damaged_checkpoint_is_refused_naming_the_file(ckpt, case):
     assert str(ckpt / name) in str(info.value) and "\n" not in str(info.value)
 
 
-def test_a_save_killed_between_renames_still_loads_the_previous_checkpoint(ckpt, monkeypatch):
-    """A crash after the new weights are renamed in but before config.json is: the old config.json
-    finds its own weights in .previous/."""
-    expected = {k: v.copy() for k, v in load_all(ckpt).state_dict().items()}
+def save_killed_after_first_rename(ckpt, monkeypatch, seed, step):
+    """A save that a crash stops after it renamed the new weights in, before config.json."""
     real_replace, renames = fileio.os.replace, []
 
     def crash_after_first_rename(src, dst):
@@ -189,14 +187,34 @@ def test_a_save_killed_between_renames_still_loads_the_previous_checkpoint(ckpt,
             renames.append(dst)
         real_replace(src, dst)
 
-    monkeypatch.setattr(fileio.os, "replace", crash_after_first_rename)
-    with pytest.raises(KeyboardInterrupt):
-        save(ckpt, *trained(seed=1), step=8)
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(fileio.os, "replace", crash_after_first_rename)
+        with pytest.raises(KeyboardInterrupt):
+            save(ckpt, *trained(seed=seed), step=step)
     assert renames == [ckpt / MODEL_FILE]  # new weights beside the old config.json
-    model = load_all(ckpt)
+
+
+def assert_weights(model, expected):
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(value, expected[name])
+
+
+def test_a_save_killed_between_renames_still_loads_the_previous_checkpoint(ckpt, monkeypatch):
+    """The old config.json finds its own weights in .previous/."""
+    expected = {k: v.copy() for k, v in load_all(ckpt).state_dict().items()}
+    save_killed_after_first_rename(ckpt, monkeypatch, seed=1, step=8)
+    assert_weights(load_all(ckpt), expected)
+
+
+def test_two_saves_killed_between_renames_in_a_row_still_load(ckpt, monkeypatch):
+    """The second save must not push the orphaned weights of the first into .previous/."""
+    expected = {k: v.copy() for k, v in load_all(ckpt).state_dict().items()}
+    save_killed_after_first_rename(ckpt, monkeypatch, seed=1, step=8)
+    save_killed_after_first_rename(ckpt, monkeypatch, seed=2, step=9)
+    assert_weights(load_all(ckpt), expected)
+    save(ckpt, *trained(seed=3), step=10)  # and a save that completes is loaded whole
+    assert read_checkpoint(ckpt).step == 10
+    assert_weights(load_all(ckpt), {k: v for k, v in trained(seed=3)[0].state_dict().items()})
 
 
 def test_files_from_different_saves_are_refused(ckpt, tmp_path):

@@ -68,6 +68,16 @@ def test_graph_freed_after_backward(backend):
         y.backward()
 
 
+def test_new_graph_on_a_freed_intermediate_raises_instead_of_losing_gradients(backend):
+    x = leaf([1.0, 2.0])
+    h = x * 3.0
+    h.sum().backward()
+    with pytest.raises(RuntimeError, match="earlier backward"):
+        (h * 2.0).sum().backward()  # the gradient could not reach x: say so
+    np.testing.assert_array_equal(host(x.grad), [3.0, 3.0])  # untouched by the failed call
+    assert h.grad is None
+
+
 def test_intermediates_and_nodes_die_after_backward(backend):
     x = leaf([1.0, 2.0])
     h = x.exp()
@@ -350,3 +360,22 @@ def test_gradcheck_rejects_float32_and_inputs_without_grad(backend):
         gradcheck(lambda a: a * 2.0, leaf([1.0], dtype=np.float32))
     with pytest.raises(ValueError, match="no input requires grad"):
         gradcheck(lambda a: a * 2.0, Tensor(np.ones(2)))
+
+
+def test_gradcheck_leaves_the_users_gradients_alone(backend):
+    x = leaf([1.0, 2.0])
+    (x * 2.0).sum().backward()
+    assert gradcheck(lambda t: t * t, x)
+    np.testing.assert_array_equal(host(x.grad), [2.0, 2.0])
+
+
+def test_a_float_list_operand_stays_float32(backend):
+    x = Tensor(engine.backend.get_xp().ones(3, dtype=np.float32), requires_grad=True)
+    y = x + [1.0, 2.0, 3.0]
+    y.sum().backward()
+    assert y.dtype == np.float32 and x.grad.dtype == np.float32
+
+
+def test_split_defaults_to_the_first_axis_like_pytorch(backend):
+    pieces = Tensor(engine.backend.get_xp().zeros((5, 2), dtype=np.float32)).split(2)
+    assert [p.shape for p in pieces] == [(2, 2), (2, 2), (1, 2)]

@@ -108,3 +108,16 @@ def test_loss_plot(tmp_path, corpus):
     pytest.importorskip("matplotlib")
     train(tiny_config(max_iters=4, eval_interval=2), tmp_path, corpus)
     assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_non_finite_gradient_norm_stops_the_run_even_without_clipping(tmp_path, corpus, monkeypatch):
+    real_norm, calls = train_module.grad_norm, []
+
+    def norm_that_breaks_at_step_3(params):
+        calls.append(1)
+        return real_norm(params) * (math.inf if len(calls) == 4 else 1.0)
+
+    monkeypatch.setattr(train_module, "grad_norm", norm_that_breaks_at_step_3)
+    with pytest.raises(TinyGPTError, match="not finite at step 3;"):
+        train(tiny_config(grad_clip=0.0), tmp_path, corpus)
+    assert not (tmp_path / "config.json").exists()  # nothing was saved from the bad steps

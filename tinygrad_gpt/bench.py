@@ -113,6 +113,7 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
         while len(times) < iters:
             times += time_steps(step, block, 0)
             torch_times += time_steps(torch.step, block, 0, torch.synchronize)
+        times, torch_times = times[:iters], torch_times[:iters]
         result["torch"] = {
             "version": torch.version,
             "ms_per_iter": statistics.median(torch_times) * 1e3,

@@ -77,11 +77,17 @@ def save_checkpoint(directory, model, vocab, train_config, step, best_val_loss, 
 
 def _keep_previous(directory, names):
     """Link the tensor files about to be replaced into directory/.previous/ (each swapped in
-    atomically), so the current config.json's files survive until the new one is renamed in."""
+    atomically), so the current config.json's files survive until the new one is renamed in.
+    Only a file that config.json names (by sha256) is kept: after a save killed between renames,
+    the folder holds a file no config.json names, and .previous/ already has the right one."""
+    try:
+        committed = json.loads((directory / CONFIG_FILE).read_bytes())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):  # no checkpoint yet (or one that won't load)
+        return
     previous = directory / PREVIOUS_DIR
     for name in names:
         current, tmp = directory / name, previous / f".{name}.tmp"
-        if not current.exists():
+        if not current.exists() or hashlib.sha256(current.read_bytes()).hexdigest() != committed.get(name):
             continue
         previous.mkdir(exist_ok=True)
         tmp.unlink(missing_ok=True)

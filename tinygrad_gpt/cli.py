@@ -81,7 +81,7 @@ def build_parser():
     p_sample.set_defaults(run=run_sample)
     p_sample.add_argument("--out-dir", default="out", metavar="DIR", help="the training run's folder (default out)")
     p_sample.add_argument("--best", action="store_true", help="use the best checkpoint by val loss (out-dir/best)")
-    p_sample.add_argument("--prompt", default="\n", help="text to continue (default a newline)")
+    p_sample.add_argument("--prompt", help="text to continue (default: a newline)")
     p_sample.add_argument("--max-new-tokens", type=int, default=500)
     p_sample.add_argument("--temperature", type=float, default=0.8)
     p_sample.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest (0: all)")
@@ -124,6 +124,8 @@ def _describe(error):
     """One line for the user: our own errors and OSErrors say what happened; anything else is a bug."""
     if isinstance(error, (TinyGPTError, BackendError)):
         message = str(error)
+    elif isinstance(error, MemoryError):
+        message = "not enough memory for this configuration (try a smaller --batch-size, --block-size or model)"
     elif isinstance(error, OSError):
         message = f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
     else:

@@ -27,7 +27,7 @@ def cache_path():
 def resolve_data_path(path=None):
     """The text to train on: `path` (--data), else $TINYGPT_DATA, else the cached download,
     downloading it first if it is not cached yet."""
-    if path:
+    if path is not None:
         return Path(path)
     if os.environ.get("TINYGPT_DATA"):
         return Path(os.environ["TINYGPT_DATA"])

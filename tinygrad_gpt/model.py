@@ -166,8 +166,9 @@ class GPT(Module):
         """Yield max_new_tokens sampled ids, each a host int array (B,), continuing idx (B, T).
 
         The prompt is run once to fill a KV cache; after that each step feeds only the newest token.
-        When the context outgrows block_size it is cropped to the last block_size tokens and the
-        cache refilled from them (learned positions cannot slide, so that step costs a prefill).
+        Once the context is full, every further step crops it to the last block_size tokens and
+        refills the cache from them (learned positions cannot slide), so from then on each token
+        costs a full pass over block_size tokens.
         """
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")

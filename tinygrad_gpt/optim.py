@@ -61,15 +61,22 @@ def get_lr(step, learning_rate, min_lr, warmup_iters, lr_decay_iters):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
 
 
-def clip_grad_norm_(parameters, max_norm):
-    """Scale all gradients together so their global L2 norm is at most max_norm; return the norm
-    before clipping as a 0-d array. Everything stays on the device: no sync with the host."""
+def grad_norm(parameters):
+    """The global L2 norm of all gradients, as a 0-d array on their device (no sync with the host)."""
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return backend.get_xp().zeros(())
     xp = xp_of(grads[0])
-    total_norm = xp.asarray(xp.sqrt(sum(xp.vdot(g.ravel(), g.ravel()) for g in grads)))
-    scale = xp.minimum(1.0, max_norm / (total_norm + 1e-6))
-    for g in grads:
-        g *= scale
+    return xp.asarray(xp.sqrt(sum(xp.vdot(g.ravel(), g.ravel()) for g in grads)))
+
+
+def clip_grad_norm_(parameters, max_norm):
+    """Scale all gradients together so their global L2 norm is at most max_norm; return the norm
+    before clipping as a 0-d array. Everything stays on the device: no sync with the host."""
+    parameters = list(parameters)
+    total_norm = grad_norm(parameters)
+    scale = xp_of(total_norm).minimum(1.0, max_norm / (total_norm + 1e-6))
+    for p in parameters:
+        if p.grad is not None:
+            p.grad *= scale
     return total_norm

@@ -22,9 +22,10 @@ from engine import backend, no_grad
 from tinygrad_gpt.checkpoint import (BEST_DIR, CONFIG_FILE, load_model, load_optimizer, read_checkpoint,
                                      save_checkpoint)
 from tinygrad_gpt.data import CharTokenizer, load_dataset, resolve_data_path
-from tinygrad_gpt.errors import TinyGPTError, TrainingDiverged, TrainingInterrupted, UsageError
+from tinygrad_gpt.errors import TrainingDiverged, TrainingInterrupted, UsageError
+from tinygrad_gpt.fileio import atomic_write
 from tinygrad_gpt.model import GPT, GPTConfig
-from tinygrad_gpt.optim import AdamW, clip_grad_norm_, get_lr
+from tinygrad_gpt.optim import AdamW, clip_grad_norm_, get_lr, grad_norm
 from tinygrad_gpt.presets import MODEL_FIELDS, preset_config
 
 LOG_FILE = "log.jsonl"
@@ -58,8 +59,8 @@ def train(config, out_dir="out", data=None, resume=False):
     out_dir = Path(out_dir)
     checkpoint = read_checkpoint(out_dir) if resume else None
     if not resume and (out_dir / CONFIG_FILE).exists():
-        raise TinyGPTError(f"{out_dir} already holds a checkpoint; continue it with --resume, "
-                           f"or pick another --out-dir")
+        raise UsageError(f"{out_dir} already holds a checkpoint; continue it with --resume, "
+                         f"or pick another --out-dir")
     path = resolve_data_path(data)
     dataset = load_dataset(path, config.block_size, CharTokenizer(checkpoint.vocab) if checkpoint else None)
     vocab = dataset.tokenizer.vocab
@@ -82,7 +83,8 @@ def train(config, out_dir="out", data=None, resume=False):
     out_dir.mkdir(parents=True, exist_ok=True)
     _keep_log_until(out_dir / LOG_FILE, step)  # also finds an unwritable out-dir before any training
     if step >= config.max_iters:
-        print(f"{out_dir} is already at step {step} = max_iters; pass a larger --max-iters to go on")
+        print(f"{out_dir} is already at step {step} >= max_iters {config.max_iters}; "
+              f"pass a larger --max-iters to go on")
         return
 
     print(f"{'resuming at step ' + str(step) if checkpoint else 'training'}: {model.num_params():,} parameters "
@@ -109,10 +111,8 @@ def train(config, out_dir="out", data=None, resume=False):
             engine.manual_seed(dropout_seed(config.seed, step))
             _, loss = model(backend.asarray(x), backend.asarray(y))
             loss.backward()
-            finite = xp.isfinite(loss.data)
-            if config.grad_clip > 0:
-                finite &= xp.isfinite(clip_grad_norm_(params, config.grad_clip))
-            finite_flags.append(finite)
+            norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else grad_norm(params)
+            finite_flags.append(xp.isfinite(loss.data) & xp.isfinite(norm))
             optimizer.step()
             optimizer.zero_grad()
             step += 1
@@ -147,6 +147,7 @@ def train(config, out_dir="out", data=None, resume=False):
                 save(out_dir, with_optimizer=True)
                 if improved:
                     save(out_dir / BEST_DIR, with_optimizer=False)
+                synced_time = time.time()  # tokens/s counts training, not this evaluation and save
             if interrupted and step < config.max_iters:
                 if not evaluate:
                     save(out_dir, with_optimizer=True)
@@ -197,7 +198,7 @@ def _keep_log_until(path, step):
                     kept.append(line + "\n")
             except (ValueError, KeyError, TypeError):
                 pass
-    path.write_text("".join(kept))
+    atomic_write({path: "".join(kept).encode()})
 
 
 class _InterruptFlag:
