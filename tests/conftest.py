@@ -12,6 +12,7 @@ import pytest
 
 import engine
 import engine.backend
+from tiny_runs import write_corpus
 
 BACKENDS = ("numpy", "cupy")
 CHOICES = BACKENDS + ("all",)
@@ -74,3 +75,9 @@ def backend(request):
     engine.set_backend(request.param)
     yield request.param
     engine.set_backend(previous)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A small play-like text file made for the tests (never the real Tiny Shakespeare)."""
+    return write_corpus(tmp_path_factory.mktemp("data") / "play.txt")

@@ -6,12 +6,7 @@ import subprocess
 import pytest
 
 import engine
-from tiny_runs import TINY_FLAGS, assert_one_line_error, tinygpt, write_corpus
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("data") / "play.txt")
+from tiny_runs import TINY_FLAGS, assert_one_line_error, tinygpt
 
 
 @pytest.fixture(scope="module")

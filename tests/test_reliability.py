@@ -6,15 +6,10 @@ import time
 
 import pytest
 
-from tiny_runs import TINY_FLAGS, assert_one_line_error, start_tinygpt, tinygpt, write_corpus
+from tiny_runs import TINY_FLAGS, assert_one_line_error, start_tinygpt, tinygpt
 
 FLAGS = [*TINY_FLAGS, "--eval-interval", 5, "--max-iters", 300]
 STATE_FILES = ("model.safetensors", "optimizer.safetensors", "config.json")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("data") / "play.txt")
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,7 @@ from tinygrad_gpt import train as train_module
 from tinygrad_gpt.checkpoint import BEST_DIR, read_checkpoint
 from tinygrad_gpt.errors import CheckpointError, TinyGPTError, TrainingInterrupted, UsageError
 from tinygrad_gpt.train import LOG_FILE, run_config, train
-from tiny_runs import tiny_config, write_corpus
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("data") / "play.txt")
+from tiny_runs import tiny_config
 
 
 def log_of(out_dir):
