@@ -1,9 +1,9 @@
 """engine.functional: the PyTorch-like functional API (`import engine.functional as F`)."""
 from engine import ops_math, ops_nn, ops_shape
+from engine.dispatch import K
 from engine.random import generator
 from engine.tensor import Tensor, as_array
 from kernels.array_module import xp_of
-from kernels.dropout import dropout_mask
 
 
 def linear(x, weight, bias=None):
@@ -41,7 +41,8 @@ def embedding(idx, weight):
 
 
 def _mask_for(shape, p, like):
-    return dropout_mask(generator(xp_of(like)), shape, p, like.dtype)
+    uniform = generator(xp_of(like)).random(shape, dtype=like.dtype)
+    return K.dropout_mask(uniform, p)
 
 
 def dropout(x, p=0.5, training=True):

@@ -1,10 +1,10 @@
 """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p)."""
 
 
-def dropout_mask(rng, shape, p, dtype):
-    """A saved mask whose entries are 0 or 1/(1-p), drawn from `rng` (an xp.random.Generator)."""
-    keep = rng.random(shape, dtype=dtype) >= p
-    return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
+def dropout_mask(uniform, p):
+    """The saved mask from uniform draws in [0, 1): 0 where u < p (dropped), 1/(1-p) elsewhere."""
+    keep = uniform >= p
+    return keep.astype(uniform.dtype) * uniform.dtype.type(1.0 / (1.0 - p))
 
 
 def dropout_forward(x, mask):

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
-from kernels import adamw, attention, cross_entropy, cuda, gelu, layernorm, softmax
+from kernels import adamw, attention, cross_entropy, cuda, dropout, gelu, layernorm, softmax
 
 cupy = pytest.importorskip("cupy", reason="the CUDA kernels need CuPy")
 
@@ -157,6 +157,16 @@ def test_gelu(rng, shape, dtype):
     assert_close(cuda.gelu_forward(x), gelu.gelu_forward(x), RTOL[dtype])
     dy = randn(rng, shape, dtype)
     assert_close(cuda.gelu_backward(dy, x), gelu.gelu_backward(dy, x), RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (7,), (257, 65), (64, 6, 37, 37)])
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_mask(rng, shape, dtype, p):
+    uniform = cupy.asarray(rng.random(shape).astype(dtype))
+    got, want = cuda.dropout_mask(uniform, p), dropout.dropout_mask(uniform, p)
+    assert got.dtype == want.dtype and not cupy.isnan(got).any()
+    assert cupy.array_equal(got, want)  # the same draws give the very same mask
 
 
 def test_gelu_on_a_strided_view(rng):

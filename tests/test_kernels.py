@@ -164,12 +164,12 @@ def test_embedding(backend):
 
 def test_dropout(backend):
     xp = engine.backend.get_xp()
-    mask = dropout_mask(xp.random.default_rng(0), (100, 100), 0.25, np.dtype(np.float64))
+    uniform = xp.random.default_rng(0).random((100, 100))
+    mask = dropout_mask(uniform, 0.25)
     values = host(mask)
     assert set(np.unique(values)) == {0.0, 1 / 0.75}
     assert 0.22 < (values == 0).mean() < 0.28
-    same = dropout_mask(xp.random.default_rng(0), (100, 100), 0.25, np.dtype(np.float64))
-    np.testing.assert_array_equal(host(same), values)
+    np.testing.assert_array_equal(values == 0, host(uniform) < 0.25)  # dropped exactly where u < p
     x, dy = randn(100, 100, seed=1), randn(100, 100, seed=2)
     assert_close(dropout_forward(x, mask), host(x) * values)
     assert_close(dropout_backward(dy, mask), host(dy) * values)
@@ -191,7 +191,7 @@ def test_attention(backend, is_causal, t_q, t_k, with_dropout):
     xp = engine.backend.get_xp()
     q, k, v = randn(2, 2, t_q, 3, seed=1), randn(2, 2, t_k, 3, seed=2), randn(2, 2, t_k, 3, seed=3)
     dout = randn(2, 2, t_q, 3, seed=4)
-    drop = dropout_mask(xp.random.default_rng(0), (2, 2, t_q, t_k), 0.3, np.dtype(np.float64)) if with_dropout else None
+    drop = dropout_mask(xp.random.default_rng(0).random((2, 2, t_q, t_k)), 0.3) if with_dropout else None
     hidden = xp.triu(xp.ones((t_q, t_k), dtype=bool), k=1 + t_k - t_q if is_causal else t_k)  # True: may not see
 
     def composed(q, k, v):

@@ -18,6 +18,7 @@ import numpy
 from kernels import adamw as xp_adamw
 from kernels import attention as xp_attention
 from kernels import cross_entropy as xp_cross_entropy
+from kernels import dropout as xp_dropout
 from kernels import gelu as xp_gelu
 from kernels import layernorm as xp_layernorm
 from kernels import softmax as xp_softmax
@@ -234,6 +235,21 @@ def gelu_backward(dy, x):
     _launch_elementwise(_kernel("gelu", f"gelu_backward_{suffix}"), x.size,
                         (dy, x, dx, numpy.int64(x.size)))
     return dx
+
+
+# --- dropout ------------------------------------------------------------------------------------
+
+
+def dropout_mask(uniform, p):
+    suffix = _suffix(uniform)
+    if suffix is None:
+        return xp_dropout.dropout_mask(uniform, p)
+    uniform = _contiguous(uniform)
+    mask = _empty(uniform.shape, uniform.dtype)
+    t = uniform.dtype.type
+    _launch_elementwise(_kernel("dropout", f"dropout_mask_{suffix}"), uniform.size,
+                        (uniform, mask, t(p), t(1.0 / (1.0 - p)), numpy.int64(uniform.size)))
+    return mask
 
 
 # --- AdamW --------------------------------------------------------------------------------------
