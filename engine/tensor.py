@@ -121,7 +121,7 @@ class Tensor:
                     grads[id(x)] = gx
             fn.inputs = ()
 
-    # Operators, methods and indexing are attached in engine/ops_*.py.
+    # Operators, methods and indexing are attached in engine/methods.py.
 
 
 def _topological_order(root):
