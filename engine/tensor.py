@@ -92,7 +92,7 @@ class Tensor:
         else:
             grad = grad.data if isinstance(grad, Tensor) else backend.asarray(grad, dtype=self.dtype, device=self.device)
         if self._ctx is None:  # backward on a leaf
-            _accumulate_leaf(self, grad)
+            _accumulate_leaf(self, grad, shared=True)
             return
         grads = {id(self): grad}
         tracing = trace.is_tracing()
@@ -114,7 +114,10 @@ class Tensor:
                 if gx is None:
                     continue
                 if x._ctx is None:
-                    _accumulate_leaf(x, gx)
+                    # a fresh array only this input got can become .grad as it is; anything else
+                    # (the incoming g, a view, one array handed to two inputs) is copied first
+                    shared = gx is g or gx.base is not None or sum(other is gx for other in in_grads) > 1
+                    _accumulate_leaf(x, gx, shared)
                 elif id(x) in grads:
                     grads[id(x)] = grads[id(x)] + gx
                 else:
@@ -145,11 +148,13 @@ def _topological_order(root):
     return order
 
 
-def _accumulate_leaf(leaf, grad):
+def _accumulate_leaf(leaf, grad, shared):
+    """leaf.grad += grad; the first gradient is kept as it is unless `shared` (then copied, since
+    later calls add into .grad in place)."""
     if grad.dtype != leaf.dtype:
-        grad = grad.astype(leaf.dtype)
+        grad, shared = grad.astype(leaf.dtype), False
     if leaf.grad is None:
-        leaf.grad = grad.copy()  # own it: ops may hand the same array to several inputs
+        leaf.grad = grad.copy() if shared else grad
     else:
         leaf.grad += grad
 

@@ -379,3 +379,22 @@ def test_a_float_list_operand_stays_float32(backend):
 def test_split_defaults_to_the_first_axis_like_pytorch(backend):
     pieces = Tensor(engine.backend.get_xp().zeros((5, 2), dtype=np.float32)).split(2)
     assert [p.shape for p in pieces] == [(2, 2), (2, 2), (1, 2)]
+
+
+def test_leaves_never_share_a_gradient_buffer(backend):
+    x, y = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    (x + y).sum().backward()  # Add hands the very same array to both inputs
+    assert x.grad is not y.grad
+    (x * 5.0 + y).sum().backward()  # accumulating into x.grad must leave y.grad alone
+    np.testing.assert_array_equal(host(x.grad), [6.0, 6.0])
+    np.testing.assert_array_equal(host(y.grad), [2.0, 2.0])
+
+
+def test_a_fresh_gradient_is_kept_without_a_copy(backend, monkeypatch):
+    w = leaf([[1.0, 2.0], [3.0, 4.0]])
+    x = Tensor(engine.backend.get_xp().ones((3, 2)))
+    returned = []
+    real = engine.ops_nn.Linear.backward
+    monkeypatch.setattr(engine.ops_nn.Linear, "backward", lambda self, g: returned.append(real(self, g)) or returned[-1])
+    F.linear(x, w).sum().backward()
+    assert w.grad is returned[0][1]  # the kernel's dW became .grad as it is
