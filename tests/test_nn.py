@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+import engine.backend
 from engine import Tensor
 from tinygrad_gpt.nn import Dropout, Embedding, LayerNorm, Linear, Module
 
@@ -54,7 +55,7 @@ def test_train_eval_reach_modules_inside_lists():
 def test_zero_grad_clears_every_grad():
     toy = Toy()
     for p in toy.parameters():
-        p.grad = np.ones(p.shape, np.float32)
+        p.grad = engine.backend.get_xp().ones(p.shape, np.float32)
     toy.zero_grad()
     assert all(p.grad is None for p in toy.parameters())
 

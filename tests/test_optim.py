@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 
+import engine.backend
 from engine import Tensor
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_, get_lr
 
@@ -19,8 +20,9 @@ G3 = {"w": np.array([[0.7, 0.1], [-0.2, 0.4]]), "b": np.array([1.5, -0.5])}
 
 
 def set_grads(named, grads):
+    """Gradients on the parameters' own backend (numpy, or cupy under TINYGPT_BACKEND=cupy)."""
     for name, p in named:
-        p.grad = grads[name].copy()
+        p.grad = engine.backend.asarray(grads[name].astype(p.dtype))
 
 
 def test_two_adamw_steps_match_hand_computation():
@@ -59,7 +61,7 @@ def test_params_without_grad_are_skipped_and_zero_grad_clears():
     (_, w), (_, b) = named
     b0 = b.numpy()
     opt = AdamW(named)
-    w.grad = np.ones((2, 2), np.float32)
+    w.grad = engine.backend.asarray(np.ones((2, 2), np.float32))
     opt.step()
     np.testing.assert_array_equal(b.numpy(), b0)
     assert not opt.state_dict()["tensors"]["exp_avg.b"].any()
@@ -122,12 +124,12 @@ def test_clip_grad_norm_scales_all_grads_together():
     a = Tensor(np.zeros(2, np.float32), requires_grad=True)
     b = Tensor(np.zeros((1, 1), np.float32), requires_grad=True)
     untouched = Tensor(np.zeros(3, np.float32), requires_grad=True)
-    a.grad, b.grad = np.array([3.0, 4.0], np.float32), np.array([[12.0]], np.float32)
+    a.grad, b.grad = (engine.backend.asarray(np.array(g, np.float32)) for g in ([3.0, 4.0], [[12.0]]))
     norm = clip_grad_norm_([a, b, untouched], max_norm=100.0)
-    assert isinstance(norm, np.ndarray) and norm.shape == () and float(norm) == pytest.approx(13.0)
-    np.testing.assert_array_equal(a.grad, [3.0, 4.0])  # under the limit: unchanged
+    assert isinstance(norm, type(a.data)) and norm.shape == () and float(norm) == pytest.approx(13.0)
+    np.testing.assert_array_equal(engine.backend.to_numpy(a.grad), [3.0, 4.0])  # under the limit: unchanged
     norm = clip_grad_norm_([a, b, untouched], max_norm=1.0)
     assert float(norm) == pytest.approx(13.0)
-    np.testing.assert_allclose(a.grad, np.array([3.0, 4.0]) / 13, rtol=1e-5)
-    np.testing.assert_allclose(b.grad, [[12.0 / 13]], rtol=1e-5)
+    np.testing.assert_allclose(engine.backend.to_numpy(a.grad), np.array([3.0, 4.0]) / 13, rtol=1e-5)
+    np.testing.assert_allclose(engine.backend.to_numpy(b.grad), [[12.0 / 13]], rtol=1e-5)
     assert untouched.grad is None
