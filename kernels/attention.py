@@ -2,6 +2,7 @@
 import math
 
 from kernels.array_module import xp_of
+from kernels.reductions import row_sum
 
 
 def causal_bias(xp, t_q, t_k, dtype):
@@ -21,7 +22,7 @@ def attention_forward(q, k, v, is_causal=True, dropout_mask=None):
         att += causal_bias(xp, q.shape[-2], k.shape[-2], att.dtype)
     att -= att.max(axis=-1, keepdims=True)
     xp.exp(att, out=att)
-    att /= att.sum(axis=-1, keepdims=True)
+    att /= row_sum(att)
     p = att * dropout_mask if dropout_mask is not None else att
     return p @ v, att
 
@@ -41,7 +42,7 @@ def attention_backward(dout, q, k, v, att, dropout_mask=None):
     ds = dout @ v.swapaxes(-1, -2)
     if dropout_mask is not None:
         ds *= dropout_mask
-    ds -= (ds * att).sum(axis=-1, keepdims=True)
+    ds -= row_sum(ds * att)
     ds *= att
     dq = ds @ (k * scale)
     dk = ds.swapaxes(-1, -2) @ (q * scale)

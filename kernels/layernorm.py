@@ -1,13 +1,14 @@
 """Layer normalization over the last axis (llm.c's layernorm, on arrays)."""
 from kernels.array_module import xp_of
+from kernels.reductions import column_sum, row_mean
 
 
 def layernorm_forward(x, weight, bias, eps=1e-5):
     """y = (x - mean) * rstd * weight + bias. Returns y and the (…, 1) mean and rstd it saves."""
     xp = xp_of(x)
-    mean = x.mean(axis=-1, keepdims=True)
+    mean = row_mean(x)
     xc = x - mean
-    rstd = 1.0 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
+    rstd = 1.0 / xp.sqrt(row_mean(xc * xc) + eps)
     y = xc * rstd
     if weight is not None:
         y *= weight
@@ -26,11 +27,10 @@ def layernorm_forward(x, weight, bias, eps=1e-5):
 def layernorm_backward(dy, x, weight, mean, rstd):
     """Returns dx, dweight, dbias (dweight/dbias summed over all leading axes)."""
     xhat = (x - mean) * rstd
-    lead = tuple(range(x.ndim - 1))
-    dbias = dy.sum(axis=lead)
-    dweight = (dy * xhat).sum(axis=lead)
+    dbias = column_sum(dy)
+    dweight = column_sum(dy * xhat)
     g = dy * weight if weight is not None else dy
-    dx = g - g.mean(axis=-1, keepdims=True)
-    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    dx = g - row_mean(g)
+    dx -= xhat * row_mean(g * xhat)
     dx *= rstd
     return dx, dweight, dbias
