@@ -5,7 +5,6 @@
 PyTorch's profiler records every CUDA kernel of the process through CUPTI, CuPy's included, so it
 can time our step too. Prints the top kernels by total GPU time over 5 steps, for each side.
 """
-import torch
 from torch.profiler import ProfilerActivity, profile
 
 import engine

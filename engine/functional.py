@@ -2,7 +2,7 @@
 from engine import ops_math, ops_nn, ops_shape
 from engine.dispatch import K
 from engine.random import generator
-from engine.tensor import Tensor, as_array
+from engine.tensor import as_array
 from kernels.array_module import xp_of
 
 

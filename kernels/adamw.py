@@ -1,5 +1,4 @@
 """AdamW: Adam with decoupled weight decay (Loshchilov & Hutter), updated in place."""
-import math
 
 
 def adamw_update(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, weight_decay, step):
