@@ -11,6 +11,7 @@ import numpy
 
 from engine.grad_mode import is_grad_enabled
 from engine.profiler import timed
+from engine.tensor import Tensor, check_same_device
 
 
 class Function:
@@ -20,8 +21,6 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        from engine.tensor import Tensor, check_same_device
-
         check_same_device(cls.__name__, inputs)
         # a numpy scalar (np.float64(2.0)) would upcast float32 arrays; a Python scalar does not.
         # A list operand becomes a Tensor by Tensor()'s rule (float lists are float32).

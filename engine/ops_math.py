@@ -5,6 +5,7 @@ back to each input's shape, so broadcasting needs no code here.
 """
 from engine.dispatch import K
 from engine.function import Function
+from engine.tensor import Tensor
 from kernels.array_module import xp_of
 
 
@@ -54,8 +55,6 @@ class Pow(Function):
 
     # d(a^b)/da = b a^(b-1);  d(a^b)/db = a^b ln a (only needed when b is a tensor)
     def backward(self, g):
-        from engine.tensor import Tensor
-
         a_is_tensor, b_is_tensor = (isinstance(x, Tensor) for x in self.inputs)
         ga = g * self.b * self.a ** (self.b - 1) if a_is_tensor else None
         xp = xp_of(self.out)
