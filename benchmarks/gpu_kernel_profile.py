@@ -23,7 +23,7 @@ engine.set_backend("cupy")
 config = preset_config("baby")
 ours, model = tinygpt_step(config)
 weights = {name: backend.to_numpy(a).copy() for name, a in model.state_dict().items()}
-theirs = TorchContender(config, weights)
+theirs = TorchContender(config, model.config, weights)
 for name, step, sync in [("ours", ours, backend.synchronize), ("torch", theirs.step, theirs.synchronize)]:
     for _ in range(3):
         step()

@@ -106,7 +106,7 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
         first_loss = _first_loss(model, config)
         time_steps(step, 0, max(warmup, 1))
         peak_before_torch = peak_host_rss_mb()  # ours alone, after full steps (torch not imported yet)
-        torch = TorchContender(config, initial_weights)
+        torch = TorchContender(config, model.config, initial_weights)
         time_steps(torch.step, 0, warmup, torch.synchronize)
         times, torch_times = [], []
         block = max(1, iters // 5)
@@ -155,7 +155,7 @@ def _first_loss(model, config):
 class TorchContender:
     """The PyTorch twin of the benchmark, built from our initial weights on our device."""
 
-    def __init__(self, config, initial_weights):
+    def __init__(self, config, model_config, initial_weights):
         try:
             import torch
 
@@ -166,8 +166,6 @@ class TorchContender:
         self._torch = torch
         self.version = torch.__version__
         self.device = "cuda" if backend.name() == "cupy" else "cpu"
-        model_config = GPTConfig(VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd,
-                                 dropout=config.dropout)
         x, y = random_batch(config)
         self.step, self.first_loss = torch_step(model_config, config, initial_weights, x, y, self.device)
 
