@@ -206,6 +206,23 @@ def test_attention(backend, is_causal, t_q, t_k, with_dropout):
         assert_close(got_grad, grad)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_attention_row_far_below_its_heads_max_is_still_exact(backend, dtype):
+    """The forward shifts scores by each head's max; a row 300 below it would underflow to 0/0
+    that way, so it must fall back to its own max and match the plain row-by-row softmax."""
+    xp = engine.backend.get_xp()
+    q = xp.asarray([[[[1.0, 0.0], [0.0, 1.0]]]], dtype=dtype)  # (1, 1, 2, 2)
+    k = xp.asarray([[[[0.0, 0.0], [0.0, 600.0]]]], dtype=dtype)  # q1.k1 / sqrt(2) is about 424
+    v = randn(1, 1, 2, 2, seed=3).astype(dtype)
+    out, att = attention_forward(q, k, v, is_causal=False)
+    scores = host(q).astype(np.float64) @ host(k).astype(np.float64).swapaxes(-1, -2) / math.sqrt(2)
+    want = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    want /= want.sum(axis=-1, keepdims=True)
+    assert np.all(np.isfinite(host(att)))
+    np.testing.assert_allclose(host(att), want, rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(host(out), want @ host(v), rtol=1e-6)
+
+
 def test_short_query_sees_what_the_last_rows_of_a_full_query_see(backend):
     """A KV-cache step: the last t_q queries attend exactly as they do inside the full sequence."""
     q, k, v = randn(1, 2, 5, 3, seed=1), randn(1, 2, 5, 3, seed=2), randn(1, 2, 5, 3, seed=3)
