@@ -10,9 +10,13 @@ def embedding_forward(idx, weight):
 # out[n] = W[idx[n]], so each output row's gradient flows to exactly one row of W, and a row
 # picked k times collects k contributions: dW[v] = sum_{n: idx[n] = v} dout[n]. A scatter-add,
 # not an assignment (an assignment would keep only the last of repeated indices).
+#
+# NumPy's add.at is quick only on a 1-D target (on (V, D) rows it ran 6x slower here), so the
+# scatter goes into the flattened table, where row v's j-th number sits at v * D + j.
 def embedding_backward(dout, idx, num_embeddings):
     xp = xp_of(dout)
     d = dout.shape[-1]
-    dweight = xp.zeros((num_embeddings, d), dtype=dout.dtype)
-    xp.add.at(dweight, idx.reshape(-1), dout.reshape(-1, d))
-    return dweight
+    dweight = xp.zeros(num_embeddings * d, dtype=dout.dtype)
+    flat_index = (idx.reshape(-1, 1).astype(xp.int64) * d + xp.arange(d)).reshape(-1)
+    xp.add.at(dweight, flat_index, dout.reshape(-1))
+    return dweight.reshape(num_embeddings, d)

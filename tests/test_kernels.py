@@ -152,9 +152,10 @@ def test_gelu(backend):
     np.testing.assert_allclose(host(gelu_forward(x)), exact, atol=1e-3)
 
 
-def test_embedding(backend):
+@pytest.mark.parametrize("index_dtype", ["int64", "int32"])
+def test_embedding(backend, index_dtype):
     xp = engine.backend.get_xp()
-    idx = xp.asarray([[0, 2, 0], [3, 3, 0]])
+    idx = xp.asarray([[0, 2, 0], [3, 3, 0]], dtype=index_dtype)
     weight, dout = randn(5, 4, seed=1), randn(2, 3, 4, seed=2)
     one_hot = Tensor(xp.eye(5)[idx.reshape(-1)])  # (6, 5): a product with it picks rows
     out, (dweight,) = autograd(lambda w: (one_hot @ w).reshape(2, 3, 4), dout, weight)
