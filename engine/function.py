@@ -4,6 +4,8 @@ A subclass says two things, in this order, so each op reads as a small story:
   forward(*arrays)  -> the output array; it stores on `self` what backward will need
   backward(grad)    -> one gradient per input (None where no gradient flows), each of the
                        input's own shape, or a shape that broadcasts to it (summed back for it)
+A forward may return a tuple of arrays (split does): each becomes a Tensor, the node runs its
+backward once, after all of them, as backward(*grads), None for an output no gradient reached.
 Inputs that are not Tensors (scalars, index arrays) pass straight through to forward.
 A backward never writes into the gradient it is given: that array may be shared.
 """
@@ -15,6 +17,8 @@ from engine.tensor import Tensor, check_same_device
 
 
 class Function:
+    n_outputs = 1
+
     def __init__(self, **params):
         self.__dict__.update(params)
         self.inputs = ()
@@ -28,17 +32,18 @@ class Function:
                        for x in inputs)
         fn = cls(**params)
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
-        out = Tensor._from_array(timed(cls.__name__, "forward", fn.forward, *arrays))
+        result = timed(cls.__name__, "forward", fn.forward, *arrays)
+        outputs = tuple(Tensor._from_array(a) for a in (result if isinstance(result, tuple) else (result,)))
         if is_grad_enabled() and any(isinstance(x, Tensor) and x.requires_grad for x in inputs):
-            fn.inputs = inputs
-            out.requires_grad = True
-            out._ctx = fn
-        return out
+            fn.inputs, fn.n_outputs = inputs, len(outputs)
+            for index, out in enumerate(outputs):
+                out.requires_grad, out._ctx, out._output_index = True, fn, index
+        return outputs if isinstance(result, tuple) else outputs[0]
 
     def forward(self, *arrays):
         raise NotImplementedError
 
-    def backward(self, grad):
+    def backward(self, *grads):
         raise NotImplementedError
 
     def __repr__(self):

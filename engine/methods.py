@@ -2,7 +2,7 @@
 from engine import functional as F
 from engine.ops_math import Add, Div, Exp, Log, MatMul, Mul, Neg, Pow, Relu, Sqrt, Sub, Tanh
 from engine.ops_reduce import Max, Mean, Sum
-from engine.ops_shape import Contiguous, GetItem, MaskedFill, Permute, Reshape
+from engine.ops_shape import Contiguous, GetItem, MaskedFill, Permute, Reshape, Split
 from engine.tensor import Tensor, as_array
 
 
@@ -38,13 +38,7 @@ def _transpose(x, a, b):
 
 def _split(x, split_size, axis=0):
     """Consecutive pieces of `split_size` along `axis` (the last may be shorter), as views."""
-    axis %= x.ndim
-    n = x.shape[axis]
-    pieces = []
-    for start in range(0, n, split_size):
-        index = (slice(None),) * axis + (slice(start, min(start + split_size, n)),)
-        pieces.append(x[index])
-    return pieces
+    return list(Split.apply(x, axis=axis, indices=list(range(split_size, x.shape[axis], split_size))))
 
 
 Tensor.__add__ = lambda a, b: Add.apply(a, b)

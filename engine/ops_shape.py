@@ -57,6 +57,22 @@ class GetItem(Function):
         return grad
 
 
+class Split(Function):
+    """Consecutive pieces of `a` along `axis`, cut before each of `indices`: views, one node."""
+
+    def forward(self, a):
+        pieces = tuple(xp_of(a).split(a, self.indices, axis=self.axis))
+        self.piece_shapes, self.dtype = [p.shape for p in pieces], a.dtype
+        return pieces
+
+    # each piece's gradient goes back to the slab it was cut from: one concatenation (zeros for a
+    # piece no gradient reached), not a zero-filled copy of the whole input per piece, summed
+    def backward(self, *grads):
+        xp = xp_of(next(g for g in grads if g is not None))
+        return xp.concatenate([g if g is not None else xp.zeros(shape, dtype=self.dtype)
+                               for g, shape in zip(grads, self.piece_shapes)], axis=self.axis)
+
+
 class MaskedFill(Function):
     def forward(self, a, mask):
         self.mask = mask

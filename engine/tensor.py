@@ -1,4 +1,6 @@
 """Tensor: an array plus what reverse-mode autodiff needs (the node that made it, its gradient)."""
+import collections
+
 import numpy
 
 from engine import backend, trace
@@ -19,6 +21,7 @@ class Tensor:
         self.data = backend.asarray(data)  # onto the active backend (no copy if already there)
         self.grad = None
         self._ctx = None  # the Function that produced this tensor; None for leaves
+        self._output_index = 0  # which of _ctx's outputs this is
         self._graph_freed = False
         self.requires_grad = False
         if requires_grad:
@@ -29,6 +32,7 @@ class Tensor:
         """Wrap an op's output without any conversion."""
         t = cls.__new__(cls)
         t.data, t.grad, t._ctx, t._graph_freed, t.requires_grad = array, None, None, False, False
+        t._output_index = 0
         return t
 
     def requires_grad_(self, flag=True):
@@ -95,13 +99,23 @@ class Tensor:
             _accumulate_leaf(self, grad, shared=True)
             return
         grads = {id(self): grad}
+        order = _topological_order(self)
+        # a node with several outputs runs its backward once, at the last of them to be walked
+        outputs_left = collections.Counter(id(node._ctx) for node in order)
+        output_grads = {}
         tracing = trace.is_tracing()
-        for node in reversed(_topological_order(self)):
+        for node in reversed(order):
             fn, g = node._ctx, grads.pop(id(node), None)
             node._ctx, node._graph_freed = None, True
-            if g is None:
+            slots = output_grads.setdefault(id(fn), [None] * fn.n_outputs)
+            slots[node._output_index] = g
+            outputs_left[id(fn)] -= 1
+            if outputs_left[id(fn)]:
                 continue
-            in_grads = timed(type(fn).__name__, "backward", fn.backward, g)
+            del output_grads[id(fn)]
+            if all(s is None for s in slots):
+                continue
+            in_grads = timed(type(fn).__name__, "backward", fn.backward, *slots)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
             in_grads = [
@@ -109,14 +123,15 @@ class Tensor:
                 for x, gx in zip(fn.inputs, in_grads)
             ]
             if tracing:
-                trace.report(fn, g, in_grads)
+                trace.report(fn, slots, in_grads)
             for x, gx in zip(fn.inputs, in_grads):
                 if gx is None:
                     continue
                 if x._ctx is None:
                     # a fresh array only this input got can become .grad as it is; anything else
-                    # (the incoming g, a view, one array handed to two inputs) is copied first
-                    shared = gx is g or gx.base is not None or sum(other is gx for other in in_grads) > 1
+                    # (an incoming gradient, a view, one array handed to two inputs) is copied first
+                    shared = (any(gx is s for s in slots) or gx.base is not None
+                              or sum(other is gx for other in in_grads) > 1)
                     _accumulate_leaf(x, gx, shared)
                 elif id(x) in grads:
                     grads[id(x)] = grads[id(x)] + gx

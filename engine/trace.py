@@ -30,9 +30,12 @@ def _summary(array):
     return f"{tuple(array.shape)} [{head}{more}]"
 
 
-def report(fn, out_grad, in_grads):
-    """One visited node: the gradient arriving at its output and leaving for each input."""
-    lines = [f"{fn!r:<16} grad out {_summary(out_grad)}"]
+def report(fn, out_grads, in_grads):
+    """One visited node: the gradient arriving at each output and leaving for each input."""
+    lines = []
+    for i, g in enumerate(out_grads):
+        label = "grad out" if len(out_grads) == 1 else f"grad out {i}"
+        lines.append(f"{repr(fn) if i == 0 else '':<16} {label} {_summary(g) if g is not None else '(none)'}")
     for i, g in enumerate(in_grads):
         if g is not None:
             lines.append(f"{'':<16}  -> input {i}  {_summary(g)}")

@@ -209,8 +209,8 @@ def test_no_op_upcasts_float32(backend, name, monkeypatch):
     inputs = [leaf(rng.uniform(0.5, 2.0, size=shape), dtype=np.float32) for shape in input_shapes]
     seen = []  # (node, gradient) for every gradient that arrives at or leaves a node
 
-    def record(node, g, grads):
-        seen.extend((node, x) for x in (g, *grads))
+    def record(node, out_grads, grads):
+        seen.extend((node, x) for x in (*out_grads, *grads))
 
     monkeypatch.setattr(trace_module, "report", record)
     with engine.trace():
@@ -379,6 +379,24 @@ def test_a_float_list_operand_stays_float32(backend):
 def test_split_defaults_to_the_first_axis_like_pytorch(backend):
     pieces = Tensor(engine.backend.get_xp().zeros((5, 2), dtype=np.float32)).split(2)
     assert [p.shape for p in pieces] == [(2, 2), (2, 2), (1, 2)]
+
+
+def test_split_is_one_node_whose_backward_runs_once_with_every_piece(backend, monkeypatch):
+    x = leaf(np.arange(6.0).reshape(2, 3))
+    q, k, v = x.split(1, axis=1)
+    calls = []
+    monkeypatch.setattr(trace_module, "report", lambda node, out_grads, _: calls.append((repr(node), len(out_grads))))
+    with engine.trace():
+        (q * 1.0 + k * 2.0 + v * 3.0).sum().backward()
+    assert calls.count(("Split", 3)) == 1
+    np.testing.assert_array_equal(host(x.grad), [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+
+
+def test_a_piece_no_gradient_reaches_gets_zeros(backend):
+    x = leaf(np.arange(6.0).reshape(3, 2))
+    first, _, last = x.split(1)  # the middle piece is never used
+    (first * 2.0 + last).sum().backward()
+    np.testing.assert_array_equal(host(x.grad), [[2.0, 2.0], [0.0, 0.0], [1.0, 1.0]])
 
 
 def test_leaves_never_share_a_gradient_buffer(backend):
