@@ -24,13 +24,25 @@ def layernorm_forward(x, weight, bias, eps=1e-5):
 #   dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
 # The two means are the only reductions; the rest is elementwise. We recompute xhat from the
 # saved mean and rstd instead of storing it (llm.c's trade: two (…,1) arrays, not a full copy).
+# Both means of g = dy * w are products with w: mean(g) = dy . w / C, mean(g xhat) = (dy xhat) . w / C,
+# so g itself is never summed and dy * xhat serves dweight too.
 def layernorm_backward(dy, x, weight, mean, rstd):
     """Returns dx, dweight, dbias (dweight/dbias summed over all leading axes)."""
-    xhat = (x - mean) * rstd
+    xhat = x - mean
+    xhat *= rstd
+    dy_xhat = dy * xhat
     dbias = column_sum(dy)
-    dweight = column_sum(dy * xhat)
-    g = dy * weight if weight is not None else dy
-    dx = g - row_mean(g)
-    dx -= xhat * row_mean(g * xhat)
+    dweight = column_sum(dy_xhat)
+    dx = dy * weight if weight is not None else dy.copy()  # g
+    dx -= _mean_of_product(dy, weight)
+    xhat *= _mean_of_product(dy_xhat, weight)
+    dx -= xhat
     dx *= rstd
     return dx, dweight, dbias
+
+
+def _mean_of_product(a, weight):
+    """mean over the last axis of a * weight (of a alone when weight is None), by one BLAS product."""
+    if weight is None:
+        return row_mean(a)
+    return (a @ weight)[..., None] * (1.0 / a.shape[-1])
