@@ -23,7 +23,14 @@ def attention_forward(q, k, v, is_causal=True, dropout_mask=None):
     if att is None:
         att = _softmax_rows(scores, scores.max(axis=-1, keepdims=True))
     p = att * dropout_mask if dropout_mask is not None else att
-    return p @ v, att
+    return _matmul_like(p, v, q), att
+
+
+def _matmul_like(a, b, like):
+    """a @ b written into an array with `like`'s shape and memory order (empty_like keeps it): the
+    heads of a (B, T, H, hd) layout stay there, so transposing back to (B, T, C) copies nothing."""
+    xp = xp_of(a)
+    return xp.matmul(a, b, out=xp.empty_like(like))
 
 
 # Softmax is unchanged by subtracting any constant from a row; the row's max is the usual one (no
@@ -58,16 +65,17 @@ def _softmax_rows(scores, shift):
 #   dS  = P * (dP - rowsum(dP * P))        (softmax backward, row by row)
 #   dQ  = scale * dS K,   dK = scale * dS^T Q
 # Masked positions have P = 0, so dS is 0 there without touching the mask again: the mask lives
-# only in the forward. One op, no graph of small steps; the (Tq, Tk) buffers are reused in place.
+# only in the forward. One op, no graph of small steps; the (Tq, Tk) buffers are reused in place,
+# and each gradient is laid out in memory like its input.
 def attention_backward(dout, q, k, v, att, dropout_mask=None):
     scale = 1.0 / math.sqrt(q.shape[-1])
     p = att * dropout_mask if dropout_mask is not None else att
-    dv = p.swapaxes(-1, -2) @ dout
+    dv = _matmul_like(p.swapaxes(-1, -2), dout, v)
     ds = dout @ v.swapaxes(-1, -2)
     if dropout_mask is not None:
         ds *= dropout_mask
     ds -= row_sum(ds * att)
     ds *= att
-    dq = ds @ (k * scale)
-    dk = ds.swapaxes(-1, -2) @ (q * scale)
+    dq = _matmul_like(ds, k * scale, q)
+    dk = _matmul_like(ds.swapaxes(-1, -2), q * scale, k)
     return dq, dk, dv

@@ -224,6 +224,17 @@ def test_attention_row_far_below_its_heads_max_is_still_exact(backend, dtype):
     np.testing.assert_allclose(host(out), want @ host(v), rtol=1e-6)
 
 
+def test_attention_outputs_keep_the_heads_layout_of_their_inputs(backend):
+    """q, k, v cut from one (B, T, 3, H, hd) array: the output and gradients come back laid out as
+    (B, T, H, hd) in memory, so the model's transpose back to (B, T, C) is a view, not a copy."""
+    qkv = randn(2, 5, 3, 2, 4, seed=1)
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, H, T, hd) views
+    out, att = attention_forward(q, k, v)
+    grads = attention_backward(randn(*out.shape, seed=2), q, k, v, att)
+    for array in (out, *grads):
+        assert array.transpose(0, 2, 1, 3).flags.c_contiguous
+
+
 def test_short_query_sees_what_the_last_rows_of_a_full_query_see(backend):
     """A KV-cache step: the last t_q queries attend exactly as they do inside the full sequence."""
     q, k, v = randn(1, 2, 5, 3, seed=1), randn(1, 2, 5, 3, seed=2), randn(1, 2, 5, 3, seed=3)
