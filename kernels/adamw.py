@@ -1,4 +1,7 @@
 """AdamW: Adam with decoupled weight decay (Loshchilov & Hutter), updated in place."""
+import math
+
+from kernels.array_module import xp_of
 
 
 def adamw_update(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, weight_decay, step):
@@ -16,10 +19,14 @@ def adamw_update(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, wei
         param *= 1.0 - lr * weight_decay
     bias1 = 1.0 - beta1**step
     bias2 = 1.0 - beta2**step
-    denom = exp_avg_sq / bias2
-    denom **= 0.5
-    denom += eps
-    param -= (lr / bias1) * exp_avg / denom
+    # m_hat / (sqrt(v_hat) + eps) = (sqrt(bias2) / bias1) * m / (sqrt(v) + eps sqrt(bias2)):
+    # the bias corrections become two scalars, and no pass divides v by bias2
+    xp = xp_of(param)
+    update = xp.sqrt(exp_avg_sq)
+    update += eps * math.sqrt(bias2)
+    xp.divide(exp_avg, update, out=update)
+    update *= lr * math.sqrt(bias2) / bias1
+    param -= update
 
 
 def adamw_update_multi(params, grads, exp_avgs, exp_avg_sqs, **hyper):
