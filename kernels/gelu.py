@@ -12,11 +12,11 @@ GELU_COEF = 0.044715
 
 
 def _tanh_u(x, x2):
-    """tanh(u) with u = sqrt(2/pi) (x + 0.044715 x^3), given x2 = x^2."""
-    t = x2 * GELU_COEF
-    t += 1.0
+    """tanh(u), given x2 = x^2, with u = sqrt(2/pi) (x + 0.044715 x^3) written as
+    x (sqrt(2/pi) + sqrt(2/pi) 0.044715 x^2): one pass fewer."""
+    t = x2 * (SQRT_2_OVER_PI * GELU_COEF)
+    t += SQRT_2_OVER_PI
     t *= x
-    t *= SQRT_2_OVER_PI
     return xp_of(x).tanh(t, out=t)
 
 
