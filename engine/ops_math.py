@@ -122,12 +122,13 @@ class Relu(Function):
 
 class Gelu(Function):
     def forward(self, a):
+        y, self.tanh_u = K.gelu_forward(a)  # tanh_u: None where the kernel recomputes it instead
         self.a = a
-        return K.gelu_forward(a)
+        return y
 
     # derivation above kernels.gelu.gelu_backward
     def backward(self, g):
-        return K.gelu_backward(g, self.a)
+        return K.gelu_backward(g, self.a, self.tanh_u)
 
 
 class MatMul(Function):

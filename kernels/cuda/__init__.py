@@ -217,19 +217,20 @@ def cross_entropy_backward(dloss, logits, targets, lse):
 
 
 def gelu_forward(x):
+    """(y, None): the CUDA backward recomputes tanh u in registers, cheaper than reading it back."""
     suffix = _suffix(x)
     if suffix is None:
         return xp_gelu.gelu_forward(x)
     x = _contiguous(x)
     y = _empty(x.shape, x.dtype)
     _launch_elementwise(_kernel("gelu", f"gelu_forward_{suffix}"), x.size, (x, y, numpy.int64(x.size)))
-    return y
+    return y, None
 
 
-def gelu_backward(dy, x):
+def gelu_backward(dy, x, tanh_u=None):
     suffix = _suffix(dy, x)
     if suffix is None or dy.shape != x.shape:
-        return xp_gelu.gelu_backward(dy, x)
+        return xp_gelu.gelu_backward(dy, x, tanh_u)
     dy, x = _contiguous(dy), _contiguous(x)
     dx = _empty(x.shape, x.dtype)
     _launch_elementwise(_kernel("gelu", f"gelu_backward_{suffix}"), x.size,
