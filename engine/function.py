@@ -18,6 +18,7 @@ from engine.tensor import Tensor, check_same_device
 
 class Function:
     n_outputs = 1
+    outputs_walked = 0  # by backward passes so far; the node is freed once all of them are
 
     def __init__(self, **params):
         self.__dict__.update(params)

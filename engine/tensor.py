@@ -107,6 +107,7 @@ class Tensor:
         for node in reversed(order):
             fn, g = node._ctx, grads.pop(id(node), None)
             node._ctx, node._graph_freed = None, True
+            fn.outputs_walked += 1
             slots = output_grads.setdefault(id(fn), [None] * fn.n_outputs)
             slots[node._output_index] = g
             outputs_left[id(fn)] -= 1
@@ -137,7 +138,8 @@ class Tensor:
                     grads[id(x)] = grads[id(x)] + gx
                 else:
                     grads[id(x)] = gx
-            fn.inputs = ()
+            if fn.outputs_walked == fn.n_outputs:  # an output this pass did not reach may come later
+                fn.inputs = ()
 
     # Operators, methods and indexing are attached in engine/methods.py.
 

@@ -399,6 +399,22 @@ def test_a_piece_no_gradient_reaches_gets_zeros(backend):
     np.testing.assert_array_equal(host(x.grad), [[2.0, 2.0], [0.0, 0.0], [1.0, 1.0]])
 
 
+def test_pieces_of_a_leaf_split_can_each_take_their_own_backward(backend):
+    x = leaf(np.arange(4.0).reshape(2, 2))
+    first, second = x.split(1)
+    (first * 2.0).sum().backward()
+    (second * 3.0).sum().backward()  # the Split node must still lead to x
+    np.testing.assert_array_equal(host(x.grad), [[2.0, 2.0], [3.0, 3.0]])
+
+
+def test_a_second_backward_through_a_split_of_a_freed_intermediate_raises(backend):
+    x = leaf(np.arange(4.0).reshape(2, 2))
+    first, second = (x * 1.0).split(1)
+    (first * 2.0).sum().backward()  # walks and frees x * 1.0
+    with pytest.raises(RuntimeError, match="freed"):
+        (second * 3.0).sum().backward()
+
+
 def test_leaves_never_share_a_gradient_buffer(backend):
     x, y = leaf([1.0, 2.0]), leaf([3.0, 4.0])
     (x + y).sum().backward()  # Add hands the very same array to both inputs
