@@ -8,7 +8,7 @@ from engine.backend import BackendError, set_backend
 from engine.grad_mode import is_grad_enabled, no_grad
 from engine.gradcheck import gradcheck
 from engine.random import manual_seed
-from engine.tensor import Tensor
+from engine.tensor import Tensor, grad
 from engine.trace import trace
 
-__all__ = ["Tensor", "no_grad", "is_grad_enabled", "gradcheck", "set_backend", "BackendError", "manual_seed", "trace"]
+__all__ = ["Tensor", "grad", "no_grad", "is_grad_enabled", "gradcheck", "set_backend", "BackendError", "manual_seed", "trace"]

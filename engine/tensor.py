@@ -85,63 +85,84 @@ class Tensor:
         The graph is ordered once (iteratively: no recursion limit), walked from this tensor back,
         and freed node by node as it is walked, so memory stays flat across training steps.
         """
-        if not self.requires_grad:
-            raise RuntimeError("backward() on a tensor that does not require grad (no graph leads to it)")
-        if self._graph_freed:
-            raise RuntimeError("backward() through a graph that was already freed by an earlier backward()")
-        if grad is None:
-            if self.size != 1:
-                raise RuntimeError(f"backward() without a gradient needs a single-element tensor, not shape {self.shape}")
-            grad = xp_of(self.data).ones_like(self.data)
-        else:
-            grad = grad.data if isinstance(grad, Tensor) else backend.asarray(grad, dtype=self.dtype, device=self.device)
-        if self._ctx is None:  # backward on a leaf
-            _accumulate_leaf(self, grad, shared=True)
-            return
-        grads = {id(self): grad}
-        order = _topological_order(self)
-        # a node with several outputs runs its backward once, at the last of them to be walked
-        outputs_left = collections.Counter(id(node._ctx) for node in order)
-        output_grads = {}
-        tracing = trace.is_tracing()
-        for node in reversed(order):
-            fn, g = node._ctx, grads.pop(id(node), None)
-            node._ctx, node._graph_freed = None, True
-            fn.outputs_walked += 1
-            slots = output_grads.setdefault(id(fn), [None] * fn.n_outputs)
-            slots[node._output_index] = g
-            outputs_left[id(fn)] -= 1
-            if outputs_left[id(fn)]:
-                continue
-            del output_grads[id(fn)]
-            if all(s is None for s in slots):
-                continue
-            in_grads = timed(type(fn).__name__, "backward", fn.backward, *slots)
-            if not isinstance(in_grads, tuple):
-                in_grads = (in_grads,)
-            in_grads = [
-                sum_to_shape(gx, x.shape) if gx is not None and isinstance(x, Tensor) and x.requires_grad else None
-                for x, gx in zip(fn.inputs, in_grads)
-            ]
-            if tracing:
-                trace.report(fn, slots, in_grads)
-            for x, gx in zip(fn.inputs, in_grads):
-                if gx is None:
-                    continue
-                if x._ctx is None:
-                    # a fresh array only this input got can become .grad as it is; anything else
-                    # (an incoming gradient, a view, one array handed to two inputs) is copied first
-                    shared = (any(gx is s for s in slots) or gx.base is not None
-                              or sum(other is gx for other in in_grads) > 1)
-                    _accumulate_leaf(x, gx, shared)
-                elif id(x) in grads:
-                    grads[id(x)] = grads[id(x)] + gx
-                else:
-                    grads[id(x)] = gx
-            if fn.outputs_walked == fn.n_outputs:  # an output this pass did not reach may come later
-                fn.inputs = ()
+        _backprop(self, grad, _accumulate_leaf)
 
     # Operators, methods and indexing are attached in engine/methods.py.
+
+
+def grad(output, inputs, grad_output=None):
+    """d(output)/d(input) for each leaf tensor in `inputs`, as new tensors (None for an input the
+    graph does not reach); nothing is written to any `.grad` (torch.autograd.grad). Threads that
+    share parameters can each take their own gradients this way. The graph is freed as by backward()."""
+    if any(x._ctx is not None for x in inputs):
+        raise ValueError("grad(): inputs must be leaf tensors (parameters, or tensors made with requires_grad)")
+    found = {}
+
+    def keep(leaf, g, shared):
+        found[id(leaf)] = _sum_grads(found.get(id(leaf)), g, leaf.dtype, shared)
+
+    _backprop(output, grad_output, keep)
+    return [Tensor._from_array(found[id(x)]) if id(x) in found else None for x in inputs]
+
+
+def _backprop(root, grad, on_leaf):
+    """Walk the graph from root back, calling on_leaf(leaf, gradient, shared) for each gradient
+    that reaches a leaf requiring grad (`shared`: the array may be referenced elsewhere)."""
+    if not root.requires_grad:
+        raise RuntimeError("backward() on a tensor that does not require grad (no graph leads to it)")
+    if root._graph_freed:
+        raise RuntimeError("backward() through a graph that was already freed by an earlier backward()")
+    if grad is None:
+        if root.size != 1:
+            raise RuntimeError(f"backward() without a gradient needs a single-element tensor, not shape {root.shape}")
+        grad = xp_of(root.data).ones_like(root.data)
+    else:
+        grad = grad.data if isinstance(grad, Tensor) else backend.asarray(grad, dtype=root.dtype, device=root.device)
+    if root._ctx is None:  # backward on a leaf
+        on_leaf(root, grad, True)
+        return
+    grads = {id(root): grad}
+    order = _topological_order(root)
+    # a node with several outputs runs its backward once, at the last of them to be walked
+    outputs_left = collections.Counter(id(node._ctx) for node in order)
+    output_grads = {}
+    tracing = trace.is_tracing()
+    for node in reversed(order):
+        fn, g = node._ctx, grads.pop(id(node), None)
+        node._ctx, node._graph_freed = None, True
+        fn.outputs_walked += 1
+        slots = output_grads.setdefault(id(fn), [None] * fn.n_outputs)
+        slots[node._output_index] = g
+        outputs_left[id(fn)] -= 1
+        if outputs_left[id(fn)]:
+            continue
+        del output_grads[id(fn)]
+        if all(s is None for s in slots):
+            continue
+        in_grads = timed(type(fn).__name__, "backward", fn.backward, *slots)
+        if not isinstance(in_grads, tuple):
+            in_grads = (in_grads,)
+        in_grads = [
+            sum_to_shape(gx, x.shape) if gx is not None and isinstance(x, Tensor) and x.requires_grad else None
+            for x, gx in zip(fn.inputs, in_grads)
+        ]
+        if tracing:
+            trace.report(fn, slots, in_grads)
+        for x, gx in zip(fn.inputs, in_grads):
+            if gx is None:
+                continue
+            if x._ctx is None:
+                # a fresh array only this input got can become its gradient as it is; anything
+                # else (an incoming gradient, a view, one array handed to two inputs) is copied first
+                shared = (any(gx is s for s in slots) or gx.base is not None
+                          or sum(other is gx for other in in_grads) > 1)
+                on_leaf(x, gx, shared)
+            elif id(x) in grads:
+                grads[id(x)] = grads[id(x)] + gx
+            else:
+                grads[id(x)] = gx
+        if fn.outputs_walked == fn.n_outputs:  # an output this pass did not reach may come later
+            fn.inputs = ()
 
 
 def _topological_order(root):
@@ -166,14 +187,18 @@ def _topological_order(root):
 
 
 def _accumulate_leaf(leaf, grad, shared):
-    """leaf.grad += grad; the first gradient is kept as it is unless `shared` (then copied, since
-    later calls add into .grad in place)."""
-    if grad.dtype != leaf.dtype:
-        grad, shared = grad.astype(leaf.dtype), False
-    if leaf.grad is None:
-        leaf.grad = grad.copy() if shared else grad
-    else:
-        leaf.grad += grad
+    leaf.grad = _sum_grads(leaf.grad, grad, leaf.dtype, shared)
+
+
+def _sum_grads(current, grad, dtype, shared):
+    """current + grad, added into current in place; a first gradient (current None) is kept as it
+    is unless `shared` (then copied, since later ones are added into it in place)."""
+    if grad.dtype != dtype:
+        grad, shared = grad.astype(dtype), False
+    if current is None:
+        return grad.copy() if shared else grad
+    current += grad
+    return current
 
 
 def sum_to_shape(grad, shape):

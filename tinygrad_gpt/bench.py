@@ -18,6 +18,7 @@ from engine.profiler import profile as engine_profile
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
+from tinygrad_gpt.parallel import DataParallel, default_shards
 from tinygrad_gpt.presets import preset_config
 
 VOCAB_SIZE = 65  # Tiny Shakespeare's character count, so the shapes are the real run's
@@ -30,19 +31,19 @@ def random_batch(config, seed=0):
     return rng.integers(0, VOCAB_SIZE, shape), rng.integers(0, VOCAB_SIZE, shape)
 
 
-def tinygpt_step(config, seed=0):
-    """One training iteration of our GPT on the active backend as a callable, and the model."""
+def tinygpt_step(config, seed=0, shards=1):
+    """One training iteration of our GPT on the active backend as a callable (the training loop's:
+    forward and backward over `shards` threads, clip, AdamW), and the model."""
     model = GPT(GPTConfig(VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd,
                           dropout=config.dropout), seed=seed)
     optimizer = AdamW(model.named_parameters(), lr=config.learning_rate, betas=(0.9, config.beta2),
                       weight_decay=config.weight_decay)
     params = model.parameters()
     x, y = (backend.asarray(a) for a in random_batch(config, seed))
-    engine.manual_seed(seed)
+    forward_backward = DataParallel(model, shards)
 
     def step():
-        _, loss = model(x, y)
-        loss.backward()
+        forward_backward.step(x, y, seed)
         clip_grad_norm_(params, config.grad_clip)
         optimizer.step()
         optimizer.zero_grad()
@@ -96,9 +97,11 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
     if iters < 1 or warmup < 0:
         raise UsageError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
     config = preset_config(preset)
-    step, model = tinygpt_step(config)
+    shards = default_shards(config.batch_size)
+    step, model = tinygpt_step(config, shards=shards)
     result = {"preset": preset, "backend": backend.name(), "device": device_name(), "iters": iters,
-              "warmup": warmup, "batch_size": config.batch_size, "block_size": config.block_size}
+              "warmup": warmup, "batch_size": config.batch_size, "block_size": config.block_size,
+              "threads": shards}
     if not vs_torch:
         times = time_steps(step, iters, warmup)
     else:
@@ -134,10 +137,11 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
     })
     if "torch" in result:
         result["ratio_vs_torch"] = result["ms_per_iter"] / result["torch"]["ms_per_iter"]
-    if profile:
+    if profile:  # of the one-thread step: the profiler times ops one after another
+        serial_step, _ = tinygpt_step(config)
         with engine_profile() as prof:
             for _ in range(iters):
-                step()
+                serial_step()
         result["profile"] = prof.table()
     return result
 
@@ -182,7 +186,8 @@ class TorchContender:
 def report(result, as_json=False):
     """Print a result for people, and with as_json one JSON line last for scripts."""
     memory = "GPU memory pool" if result["backend"] == "cupy" else "host RSS"
-    print(f"{result['preset']} preset on {result['backend']} ({result['device']}), "
+    threads = f", {result['threads']} threads" if result["threads"] > 1 else ""
+    print(f"{result['preset']} preset on {result['backend']} ({result['device']}{threads}), "
           f"batch {result['batch_size']} x block {result['block_size']}, median of {result['iters']} iterations:")
     print(f"  {result['ms_per_iter']:.1f} ms/iter, {result['tokens_per_s']:,.0f} tokens/s, "
           f"peak {memory} {result['peak_mem_mb']:.0f} MB")
@@ -194,7 +199,7 @@ def report(result, as_json=False):
         print(f"  ratio ours/PyTorch: {result['ratio_vs_torch']:.2f} "
               f"(first losses differ by {torch['first_loss_diff']:.1e})")
     if "profile" in result:
-        print(f"where {result['iters']} iterations spend their time:")
+        print(f"where {result['iters']} iterations of the one-thread step spend their time:")
         print(result["profile"])
     if as_json:
         print(json.dumps(result))

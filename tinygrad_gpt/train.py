@@ -2,7 +2,8 @@
 
 Reproducibility: every random draw of a step comes from (seed, step) alone. The batch of step s
 comes from np.random.default_rng([seed, s]) and its dropout masks from engine.manual_seed(a number
-derived from (seed, s)); eval batches come from their own fixed streams. So a run resumed from
+derived from (seed, s), and the shard on a multi-core CPU: tinygrad_gpt/parallel.py); eval
+batches come from their own fixed streams. So a run resumed from
 a checkpoint at step s replays exactly what the uninterrupted run would have done. (Batches are
 drawn on the host, the same on both backends; dropout masks come from the backend's generator.)
 """
@@ -17,7 +18,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-import engine
 from engine import backend, no_grad
 from tinygrad_gpt.checkpoint import (BEST_DIR, CONFIG_FILE, load_model, load_optimizer, read_checkpoint,
                                      save_checkpoint)
@@ -26,6 +26,7 @@ from tinygrad_gpt.errors import TrainingDiverged, TrainingInterrupted, UsageErro
 from tinygrad_gpt.fileio import atomic_write
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_, get_lr, grad_norm
+from tinygrad_gpt.parallel import DataParallel, default_shards
 from tinygrad_gpt.presets import MODEL_FIELDS, preset_config
 
 LOG_FILE = "log.jsonl"
@@ -87,8 +88,10 @@ def train(config, out_dir="out", data=None, resume=False):
               f"pass a larger --max-iters to go on")
         return
 
+    shards = default_shards(config.batch_size)
+    threads = f", {shards} threads" if shards > 1 else ""
     print(f"{'resuming at step ' + str(step) if checkpoint else 'training'}: {model.num_params():,} parameters "
-          f"on {backend.name()}, data {path} (vocab {len(vocab)}), checkpoints in {out_dir}")
+          f"on {backend.name()}{threads}, data {path} (vocab {len(vocab)}), checkpoints in {out_dir}")
 
     def save(directory, with_optimizer):
         save_checkpoint(directory, model, vocab, config, step, best_val_loss,
@@ -97,6 +100,7 @@ def train(config, out_dir="out", data=None, resume=False):
     model.train()
     xp = backend.get_xp()
     params = model.parameters()
+    forward_backward = DataParallel(model, shards)
     tokens_per_step = config.batch_size * config.block_size
     start = time.time()
     synced_step, synced_time = step, start
@@ -108,9 +112,7 @@ def train(config, out_dir="out", data=None, resume=False):
             lr = get_lr(step, config.learning_rate, config.min_lr, config.warmup_iters, config.lr_decay_iters)
             optimizer.lr = lr
             x, y = dataset.get_batch("train", config.batch_size, config.block_size, batch_rng(config.seed, step))
-            engine.manual_seed(dropout_seed(config.seed, step))
-            _, loss = model(backend.asarray(x), backend.asarray(y))
-            loss.backward()
+            loss = forward_backward.step(x, y, dropout_seed(config.seed, step))
             norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else grad_norm(params)
             finite_flags.append(xp.isfinite(loss.data) & xp.isfinite(norm))
             optimizer.step()

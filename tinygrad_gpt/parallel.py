@@ -1,0 +1,121 @@
+"""Data parallelism over CPU cores: the batch cut into shards, each taken through forward and
+backward by its own thread, the shards' parameter gradients summed.
+
+NumPy runs every elementwise op and reduction on one core; PyTorch runs its fused kernels on all
+of them. Threads recover that: NumPy and BLAS release the GIL while they compute, so each core
+can work on its own shard, with BLAS held to one thread per shard so the cores are not asked for
+twice. The batch loss is the token-weighted mean of the shards' losses, L = sum_s (n_s / N) L_s,
+so each shard's backward starts from n_s / N and the gradients simply add up. The shard count is
+part of the arithmetic (sums are rounded in a different order), so TINYGPT_CPU_THREADS pins it;
+1 is the plain single-thread step. Only the numpy backend shards: a GPU runs one stream.
+"""
+import contextvars
+import itertools
+import os
+import queue
+import threading
+
+import engine
+from engine import Tensor, backend
+from engine.trace import is_tracing
+from tinygrad_gpt.errors import UsageError
+
+
+def default_shards(batch_size):
+    """TINYGPT_CPU_THREADS, else the cores this process may use; at most one shard per sequence,
+    and 1 off the numpy backend, while tracing, or where BLAS's threads cannot be limited."""
+    if backend.name() != "numpy" or is_tracing() or _blas_limiter() is None:
+        return 1
+    wanted = os.environ.get("TINYGPT_CPU_THREADS")
+    if wanted is not None:
+        if not wanted.isdigit() or int(wanted) < 1:
+            raise UsageError(f"TINYGPT_CPU_THREADS must be a positive integer, got {wanted!r}")
+        cores = int(wanted)
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, batch_size))
+
+
+def _blas_limiter():
+    """threadpoolctl's controller when it sees a BLAS it can limit, else None."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    controller = ThreadpoolController()
+    return controller if controller.select(user_api="blas") else None
+
+
+class DataParallel:
+    """step(x, y, seed): model(x, y)'s loss as a 0-d Tensor, with every parameter's gradient
+    added into its `.grad`, the batch split along its first axis over `shards` threads. Each
+    shard seeds its own dropout generator from (seed, shard index)."""
+
+    def __init__(self, model, shards):
+        self.model, self.shards = model, shards
+        self.params = model.parameters()
+        self.blas = _blas_limiter() if shards > 1 else None
+        self.workers = [_Worker() for _ in range(shards - 1)]  # the calling thread takes the last shard
+
+    def step(self, x, y, seed):
+        n = len(x)
+        bounds = [n * s // self.shards for s in range(self.shards + 1)]
+        tasks = [(x[a:b], y[a:b], (b - a) / n, seed * self.shards + s)
+                 for s, (a, b) in enumerate(itertools.pairwise(bounds))]
+        if self.shards == 1:
+            results = [self._shard(*tasks[0])]
+        else:
+            with self.blas.limit(limits=1, user_api="blas"):
+                for worker, task in zip(self.workers, tasks):
+                    worker.submit(self._shard, *task)
+                try:
+                    last = self._shard(*tasks[-1])
+                finally:  # every worker is waited for, so none is still busy when this returns
+                    outcomes = [worker.wait() for worker in self.workers]
+            results = [_unwrap(outcome) for outcome in outcomes] + [last]
+        for p, *grads in zip(self.params, *(g for _, g in results)):
+            for g in grads:
+                if g is None:
+                    continue
+                if p.grad is None:
+                    p.grad = g.data
+                else:
+                    p.grad += g.data
+        return Tensor._from_array(sum(loss for loss, _ in results))
+
+    def _shard(self, x, y, weight, seed):
+        """(weight * loss, gradients of the parameters) of one shard."""
+        engine.manual_seed(seed)
+        _, loss = self.model(backend.asarray(x), backend.asarray(y))
+        return loss.data * weight, engine.grad(loss, self.params, grad_output=weight)
+
+
+def _unwrap(outcome):
+    ok, value = outcome
+    if not ok:
+        raise value
+    return value
+
+
+class _Worker:
+    """One thread that runs submitted calls one at a time, each in a copy of the submitting
+    thread's context (its grad mode, NumPy's error state), and hands back (True, result) or
+    (False, exception)."""
+
+    def __init__(self):
+        self._tasks, self._outcomes = queue.SimpleQueue(), queue.SimpleQueue()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def submit(self, fn, *args):
+        self._tasks.put((contextvars.copy_context(), fn, args))
+
+    def wait(self):
+        return self._outcomes.get()
+
+    def _run(self):
+        while True:
+            context, fn, args = self._tasks.get()
+            try:
+                self._outcomes.put((True, context.run(fn, *args)))
+            except BaseException as e:  # handed to the caller, which raises it
+                self._outcomes.put((False, e))
