@@ -55,6 +55,7 @@ class DataParallel:
         self.model, self.shards = model, shards
         self.params = model.parameters()
         self.blas = _blas_limiter() if shards > 1 else None
+        # idle workers wait on a queue (daemon threads: they end with the process)
         self.workers = [_Worker() for _ in range(shards - 1)]  # the calling thread takes the last shard
 
     def step(self, x, y, seed):
@@ -87,7 +88,8 @@ class DataParallel:
         """(weight * loss, gradients of the parameters) of one shard."""
         engine.manual_seed(seed)
         _, loss = self.model(backend.asarray(x), backend.asarray(y))
-        return loss.data * weight, engine.grad(loss, self.params, grad_output=weight)
+        start = None if weight == 1 else weight  # None: ones made on the loss's device, as backward() does
+        return loss.data * weight, engine.grad(loss, self.params, grad_output=start)
 
 
 def _unwrap(outcome):
