@@ -21,9 +21,16 @@ from engine.trace import is_tracing
 from tinygrad_gpt.errors import UsageError
 
 
+# Python's part of a shard's step (a few ms of the cpu preset's 30 here) holds the GIL, so it
+# is not shared out: past a few shards it would dominate the step, and each shard's BLAS has one
+# core only. Measured: two shards on two cores (docs/benchmarks.md); the cap of 4 is a reckoning.
+MAX_DEFAULT_SHARDS = 4
+
+
 def default_shards(batch_size):
-    """TINYGPT_CPU_THREADS, else the cores this process may use; at most one shard per sequence,
-    and 1 off the numpy backend, while tracing, or where BLAS's threads cannot be limited."""
+    """TINYGPT_CPU_THREADS, else the cores this process may use up to MAX_DEFAULT_SHARDS; at most
+    one shard per sequence, and 1 off the numpy backend, while tracing, or where BLAS's threads
+    cannot be limited."""
     if backend.name() != "numpy" or is_tracing() or _blas_limiter() is None:
         return 1
     wanted = os.environ.get("TINYGPT_CPU_THREADS")
@@ -33,6 +40,7 @@ def default_shards(batch_size):
         cores = int(wanted)
     else:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = min(cores, MAX_DEFAULT_SHARDS)
     return max(1, min(cores, batch_size))
 
 
