@@ -78,6 +78,12 @@ class Tensor:
     def zero_grad(self):
         self.grad = None
 
+    def accumulate_grad(self, grad, copy=False):
+        """self.grad += grad (an array of this tensor's shape, cast to its dtype). A first gradient
+        becomes .grad as it is, unless copy (the caller keeps using that array: later gradients
+        are added into .grad in place)."""
+        self.grad = _sum_grads(self.grad, grad, self.dtype, copy)
+
     # --- backward ----------------------------------------------------------------------------
     def backward(self, grad=None):
         """Fill `.grad` of every leaf that requires grad with d(self)/d(leaf), accumulating (+=).
@@ -85,7 +91,7 @@ class Tensor:
         The graph is ordered once (iteratively: no recursion limit), walked from this tensor back,
         and freed node by node as it is walked, so memory stays flat across training steps.
         """
-        _backprop(self, grad, _accumulate_leaf)
+        _backprop(self, grad, lambda leaf, g, shared: leaf.accumulate_grad(g, copy=shared))
 
     # Operators, methods and indexing are attached in engine/methods.py.
 
@@ -184,10 +190,6 @@ def _topological_order(root):
             if isinstance(x, Tensor) and x._ctx is not None and id(x) not in seen:
                 stack.append((x, False))
     return order
-
-
-def _accumulate_leaf(leaf, grad, shared):
-    leaf.grad = _sum_grads(leaf.grad, grad, leaf.dtype, shared)
 
 
 def _sum_grads(current, grad, dtype, shared):
