@@ -10,6 +10,7 @@ part of the arithmetic (sums are rounded in a different order), so TINYGPT_CPU_T
 1 is the plain single-thread step. Only the numpy backend shards: a GPU runs one stream.
 """
 import contextvars
+import functools
 import itertools
 import os
 import queue
@@ -44,8 +45,10 @@ def default_shards(batch_size):
     return max(1, min(cores, batch_size))
 
 
+@functools.cache
 def _blas_limiter():
-    """threadpoolctl's controller when it sees a BLAS it can limit, else None."""
+    """threadpoolctl's controller when it sees a BLAS it can limit, else None (found once: it
+    scans the loaded libraries)."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
@@ -84,12 +87,8 @@ class DataParallel:
             results = [_unwrap(outcome) for outcome in outcomes] + [last]
         for p, *grads in zip(self.params, *(g for _, g in results)):
             for g in grads:
-                if g is None:
-                    continue
-                if p.grad is None:
-                    p.grad = g.data
-                else:
-                    p.grad += g.data
+                if g is not None:
+                    p.accumulate_grad(g.data)  # a fresh array from engine.grad: no copy needed
         return Tensor._from_array(sum(loss for loss, _ in results))
 
     def _shard(self, x, y, weight, seed):
