@@ -19,8 +19,9 @@ def _reference(name):
     raise AttributeError(f"no kernel named {name!r}")
 
 
-def _cuda(name):
-    if os.environ.get("TINYGPT_KERNELS", "") == "xp":
+def _cuda_for(name, array):
+    """kernels.cuda's `name` for a cupy array (unless TINYGPT_KERNELS=xp or it has none), else None."""
+    if xp_of(array).__name__ != "cupy" or os.environ.get("TINYGPT_KERNELS", "") == "xp":
         return None
     from kernels import cuda
 
@@ -29,11 +30,7 @@ def _cuda(name):
 
 def pick(name, array):
     """The implementation of kernel `name` for arrays like `array`."""
-    if xp_of(array).__name__ == "cupy":
-        fast = _cuda(name)
-        if fast is not None:
-            return fast
-    return _reference(name)
+    return _cuda_for(name, array) or _reference(name)
 
 
 class _Kernels:
@@ -42,8 +39,7 @@ class _Kernels:
 
         def call(first, *args, **kwargs):
             probe = first[0] if isinstance(first, (list, tuple)) and first else first
-            fn = pick(name, probe) if xp_of(probe).__name__ == "cupy" else reference
-            return fn(first, *args, **kwargs)
+            return (_cuda_for(name, probe) or reference)(first, *args, **kwargs)
 
         call.__name__ = name
         setattr(self, name, call)  # later lookups skip __getattr__
