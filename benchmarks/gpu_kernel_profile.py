@@ -5,13 +5,13 @@
 PyTorch's profiler records every CUDA kernel of the process through CUPTI, CuPy's included, so it
 can time our step too. Prints the top kernels by total GPU time over 5 steps, for each side.
 """
+
 from torch.profiler import ProfilerActivity, profile
 
 import engine
 from engine import backend
 from tinygrad_gpt.bench import TorchContender, tinygpt_step
 from tinygrad_gpt.presets import preset_config
-
 
 
 def _gpu_us(event):
@@ -34,6 +34,7 @@ for name, step, sync in [("ours", ours, backend.synchronize), ("torch", theirs.s
         sync()
     events = [e for e in prof.key_averages() if _gpu_us(e) > 0]
     total = sum(_gpu_us(e) for e in events)
-    print(f"== {name}: GPU kernel time {total / 5 / 1e3:.1f} ms per step, {sum(e.count for e in events) // 5} kernels per step")
+    kernels = sum(e.count for e in events) // 5
+    print(f"== {name}: GPU kernel time {total / 5 / 1e3:.1f} ms per step, {kernels} kernels per step")
     for e in sorted(events, key=lambda e: -_gpu_us(e))[:18]:
         print(f"{_gpu_us(e) / 5 / 1e3:8.2f} ms {e.count // 5:5d}x  {e.key[:110]}")

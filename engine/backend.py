@@ -5,6 +5,7 @@ the active array module ("xp"). Choose it with `set_backend("numpy" | "cupy")` o
 variable TINYGPT_BACKEND; numpy is the default. Ops find the module from their arrays, so code
 written once against `xp` runs on both.
 """
+
 import ctypes
 import os
 import sys

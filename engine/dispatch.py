@@ -4,6 +4,7 @@
 `kernels.cuda.layernorm_forward` when that exists, unless TINYGPT_KERNELS=xp forces the
 reference (for study and debugging). Everything else gets the function in `kernels/`.
 """
+
 import os
 
 from kernels import adamw, attention, cross_entropy, dropout, embedding, gelu, layernorm, matmul, softmax

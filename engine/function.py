@@ -9,6 +9,7 @@ backward once, after all of them, as backward(*grads), None for an output no gra
 Inputs that are not Tensors (scalars, index arrays) pass straight through to forward.
 A backward never writes into the gradient it is given: that array may be shared.
 """
+
 import numpy
 
 from engine.grad_mode import is_grad_enabled
@@ -29,8 +30,9 @@ class Function:
         check_same_device(cls.__name__, inputs)
         # a numpy scalar (np.float64(2.0)) would upcast float32 arrays; a Python scalar does not.
         # A list operand becomes a Tensor by Tensor()'s rule (float lists are float32).
-        inputs = tuple(x.item() if isinstance(x, numpy.generic) else Tensor(x) if isinstance(x, list) else x
-                       for x in inputs)
+        inputs = tuple(
+            x.item() if isinstance(x, numpy.generic) else Tensor(x) if isinstance(x, list) else x for x in inputs
+        )
         fn = cls(**params)
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         result = timed(cls.__name__, "forward", fn.forward, *arrays)
@@ -49,4 +51,3 @@ class Function:
 
     def __repr__(self):
         return type(self).__name__
-

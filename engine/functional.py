@@ -1,4 +1,5 @@
 """engine.functional: the PyTorch-like functional API (`import engine.functional as F`)."""
+
 from engine import ops_math, ops_nn, ops_shape
 from engine.dispatch import K
 from engine.random import generator

@@ -3,6 +3,7 @@
 The flag is a context variable, like NumPy's errstate: each thread has its own, and a task run in a
 copy of its caller's context (as the data-parallel step's workers do) starts from the caller's.
 """
+
 import contextlib
 import contextvars
 

@@ -4,6 +4,7 @@ Like Chainer's check_backward: a tensor output is reduced to a scalar through a 
 projection r (L = sum(r * f(x))), so one backward gives dL/dx for every input at once, and each
 input element is nudged by +-eps to measure the same derivative numerically.
 """
+
 import numpy
 
 from engine.backend import to_numpy

@@ -1,4 +1,5 @@
 """Operators and methods of Tensor, each one line that applies the op from engine/ops_*.py."""
+
 from engine import functional as F
 from engine.ops_math import Add, Div, Exp, Log, MatMul, Mul, Neg, Pow, Relu, Sqrt, Sub, Tanh
 from engine.ops_reduce import Max, Mean, Sum

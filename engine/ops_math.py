@@ -3,6 +3,7 @@
 Each backward returns gradients of the output's (broadcast) shape; Tensor.backward sums them
 back to each input's shape, so broadcasting needs no code here.
 """
+
 from engine.dispatch import K
 from engine.function import Function
 from engine.tensor import Tensor

@@ -3,6 +3,7 @@
 The math (forward, backward and the derivation above it) lives in the kernel; these classes only
 say what is saved between the two passes.
 """
+
 from engine.dispatch import K
 from engine.function import Function
 

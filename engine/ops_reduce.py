@@ -1,4 +1,5 @@
 """Reductions: sum, mean, max over an axis, several axes, or all of them."""
+
 from engine.function import Function
 from kernels.array_module import xp_of
 

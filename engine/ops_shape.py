@@ -3,6 +3,7 @@
 Their backward passes are the inverse movement: each gradient element goes back to the place
 its forward element came from.
 """
+
 import itertools
 
 from engine.function import Function
@@ -69,8 +70,10 @@ class Split(Function):
     # piece no gradient reached), not a zero-filled copy of the whole input per piece, summed
     def backward(self, *grads):
         xp = xp_of(next(g for g in grads if g is not None))
-        return xp.concatenate([g if g is not None else xp.zeros(shape, dtype=self.dtype)
-                               for g, shape in zip(grads, self.piece_shapes)], axis=self.axis)
+        return xp.concatenate(
+            [g if g is not None else xp.zeros(shape, dtype=self.dtype) for g, shape in zip(grads, self.piece_shapes)],
+            axis=self.axis,
+        )
 
 
 class MaskedFill(Function):

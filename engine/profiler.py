@@ -8,6 +8,7 @@ Each op's time is measured around its forward or backward call (the device is sy
 first on the GPU, so the time lands on the op that spent it). Time outside any op (Python glue,
 the optimizer, data) shows as the difference between the total and the ops' sum.
 """
+
 import collections
 import contextlib
 import time

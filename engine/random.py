@@ -3,6 +3,7 @@
 Each thread (each context) has its own seed and generators, so threads drawing masks at once
 never share a generator; a worker thread seeds its own (the data-parallel step does, per shard).
 """
+
 import contextvars
 
 _state = contextvars.ContextVar("random_state", default=(0, {}))  # (seed, {xp: generator})
@@ -18,5 +19,5 @@ def generator(xp):
     seed, generators = _state.get()
     if xp not in generators:
         generators = {**generators, xp: xp.random.default_rng(seed)}  # a new dict: copies of this
-        _state.set((seed, generators))                                 # context keep their own
+        _state.set((seed, generators))  # context keep their own
     return generators[xp]

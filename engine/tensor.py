@@ -1,4 +1,5 @@
 """Tensor: an array plus what reverse-mode autodiff needs (the node that made it, its gradient)."""
+
 import collections
 
 import numpy
@@ -160,8 +161,9 @@ def _backprop(root, grad, on_leaf):
             if x._ctx is None:
                 # a fresh array only this input got can become its gradient as it is; anything
                 # else (an incoming gradient, a view, one array handed to two inputs) is copied first
-                shared = (any(gx is s for s in slots) or gx.base is not None
-                          or sum(other is gx for other in in_grads) > 1)
+                shared = (
+                    any(gx is s for s in slots) or gx.base is not None or sum(other is gx for other in in_grads) > 1
+                )
                 on_leaf(x, gx, shared)
             elif id(x) in grads:
                 grads[id(x)] = grads[id(x)] + gx
@@ -185,8 +187,10 @@ def _topological_order(root):
         stack.append((node, True))
         for x in node._ctx.inputs:
             if isinstance(x, Tensor) and x._graph_freed:
-                raise RuntimeError("backward() through a tensor whose graph an earlier backward() freed; "
-                                   "build the graph again (rerun the forward)")
+                raise RuntimeError(
+                    "backward() through a tensor whose graph an earlier backward() freed; "
+                    "build the graph again (rerun the forward)"
+                )
             if isinstance(x, Tensor) and x._ctx is not None and id(x) not in seen:
                 stack.append((x, False))
     return order
@@ -215,7 +219,9 @@ def sum_to_shape(grad, shape):
 def check_same_device(op_name, inputs):
     devices = {x.device for x in inputs if isinstance(x, Tensor)}
     if len(devices) > 1:
-        raise RuntimeError(f"{op_name}: inputs live on different devices ({', '.join(sorted(devices))}); move them with .to()")
+        raise RuntimeError(
+            f"{op_name}: inputs live on different devices ({', '.join(sorted(devices))}); move them with .to()"
+        )
 
 
 def as_array(x, like):
@@ -224,4 +230,3 @@ def as_array(x, like):
         x = x.data
     xp = xp_of(like)
     return x if xp_of(x) is xp and hasattr(x, "dtype") else backend.asarray(x, device=backend.device_of(like))
-

@@ -3,6 +3,7 @@
 Turn it on with `with engine.trace():` or the environment variable TINYGPT_TRACE=1. The output is
 a study aid: read it beside the op's backward in engine/ops_*.py.
 """
+
 import contextlib
 import os
 

@@ -7,6 +7,7 @@
 2. We redo the backward pass by hand, one chain-rule line per node, and check we agree.
 3. A few steps of gradient descent show the loss going down.
 """
+
 import numpy as np
 
 import engine
@@ -47,7 +48,8 @@ dW1 = X.T @ d_z1
 db1 = d_z1.sum(axis=0)
 for name, by_hand, param in [("W1", dW1, W1), ("b1", db1, b1), ("W2", dW2, W2), ("b2", db2, b2)]:
     agree = np.allclose(by_hand, param.grad, rtol=1e-12, atol=1e-12)
-    print(f"d loss / d {name}: max |by hand - engine| = {np.abs(by_hand - param.grad).max():.2e}  {'agree' if agree else 'DISAGREE'}")
+    gap = np.abs(by_hand - param.grad).max()
+    print(f"d loss / d {name}: max |by hand - engine| = {gap:.2e}  {'agree' if agree else 'DISAGREE'}")
     assert agree
 
 print("\n== 3. gradient descent ==")

@@ -8,6 +8,7 @@ kernels: the softmax-minus-one-hot gradient of cross-entropy, scattered back int
 that were picked (kernels/cross_entropy.py, kernels/embedding.py). The data is Tiny Shakespeare
 (PATH, else $TINYGPT_DATA, else the cached download).
 """
+
 import argparse
 
 import numpy as np

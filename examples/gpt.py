@@ -7,6 +7,7 @@ error handling): sample a batch, forward to the loss, backward, clip, AdamW step
 warmup-then-cosine learning rate. A small model, so that a laptop CPU shows it learning in a
 minute. The data is Tiny Shakespeare (PATH, else $TINYGPT_DATA, else the cached download).
 """
+
 import argparse
 
 import numpy as np

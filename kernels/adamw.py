@@ -1,4 +1,5 @@
 """AdamW: Adam with decoupled weight decay (Loshchilov & Hutter), updated in place."""
+
 import math
 
 from kernels.array_module import xp_of

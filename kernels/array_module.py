@@ -1,4 +1,5 @@
 """Which array module (numpy or cupy) an array belongs to: Chainer's get_array_module."""
+
 import numpy
 
 

@@ -1,4 +1,5 @@
 """Scaled dot-product attention with an optional causal mask, fused forward and backward."""
+
 import math
 
 from kernels.array_module import xp_of

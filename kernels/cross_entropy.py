@@ -1,4 +1,5 @@
 """Cross-entropy of logits against integer targets, fused with log-softmax."""
+
 from kernels.array_module import xp_of
 from kernels.reductions import row_sum
 

@@ -1,4 +1,5 @@
 """Embedding lookup: rows of a table picked by integer indices."""
+
 from kernels.array_module import xp_of
 
 

@@ -3,6 +3,7 @@
 Written with in-place updates of one or two buffers: on the CPU every fresh temporary of a
 (B, T, 4C) activation costs more than the arithmetic done in it.
 """
+
 import math
 
 from kernels.array_module import xp_of

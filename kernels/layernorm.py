@@ -1,4 +1,5 @@
 """Layer normalization over the last axis (llm.c's layernorm, on arrays)."""
+
 from kernels.array_module import xp_of
 from kernels.reductions import column_sum, row_mean
 

@@ -1,4 +1,5 @@
 """Matrix product and the affine map y = x @ W + b (both operands at least 2-D)."""
+
 from kernels.reductions import column_sum
 
 

@@ -4,6 +4,7 @@ NumPy reduces a short last axis (the 64 to 512 numbers of a LayerNorm or attenti
 times slower than BLAS multiplies it by ones: 0.023 against 0.005 ms on (768, 128) float32 here;
 and on an H100 cuBLAS summed columns 6x faster than CuPy's generic reduction. The same sums.
 """
+
 from kernels.array_module import xp_of
 
 

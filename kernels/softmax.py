@@ -1,4 +1,5 @@
 """Softmax and log-softmax along one axis, stable by subtracting the max."""
+
 from kernels.array_module import xp_of
 
 

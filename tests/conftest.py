@@ -5,14 +5,15 @@ where CuPy or a GPU is missing). Choose which run with `pytest --backend {numpy,
 environment variable TINYGPT_TEST_BACKEND; e.g. `pytest --backend cupy` runs only on the GPU.
 Tests that do not take `backend` are untouched.
 """
+
 import functools
 import os
 
 import pytest
+from tiny_runs import write_corpus
 
 import engine
 import engine.backend
-from tiny_runs import write_corpus
 
 BACKENDS = ("numpy", "cupy")
 CHOICES = BACKENDS + ("all",)

@@ -4,6 +4,7 @@ Sizes stay <= 5 per axis so float64 finite differences (two forward passes per e
 fast. Values come from a grid of step 1/256: distinct values are then at least 4e-3 apart, far
 more than gradcheck's nudge of 1e-6, so ops with kinks (max, relu) are never probed at one.
 """
+
 import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st

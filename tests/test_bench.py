@@ -1,4 +1,5 @@
 """tinygpt bench's comparison with PyTorch and its per-op profile."""
+
 import sys
 
 import pytest

@@ -1,5 +1,6 @@
 """Checkpoints: exact round trips, and every kind of bad file refused with a CheckpointError that
 names the file (never pickle, never a stray exception type)."""
+
 import json
 import pickle
 import shutil
@@ -10,16 +11,23 @@ import pytest
 import safetensors.numpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiny_runs import tiny_config
 
 import engine
 from engine import backend
 from tinygrad_gpt import fileio
-from tinygrad_gpt.checkpoint import (CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, load_model, load_optimizer,
-                                     read_checkpoint, save_checkpoint)
+from tinygrad_gpt.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    load_model,
+    load_optimizer,
+    read_checkpoint,
+    save_checkpoint,
+)
 from tinygrad_gpt.errors import CheckpointError
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW
-from tiny_runs import tiny_config
 
 VOCAB = "\n abcdefg"
 WTE = "transformer.wte.weight"
@@ -146,23 +154,38 @@ DAMAGE = {  # name: (file damaged, how, expected message)
     "missing tensor": (MODEL_FILE, lambda p: rewrite_tensors(p, lambda t: t.pop(WTE)), "missing keys"),
     "extra tensor": (MODEL_FILE, lambda p: rewrite_tensors(p, lambda t: t.update(lm_head=t[WTE])), "unexpected"),
     "wrong shape": (MODEL_FILE, lambda p: rewrite_tensors(p, lambda t: t.update({WTE: t[WTE][:-1]})), "shape"),
-    "wrong dtype": (MODEL_FILE, lambda p: rewrite_tensors(p, lambda t: t.update({WTE: t[WTE].astype(np.float64)})),
-                    "dtype"),
+    "wrong dtype": (
+        MODEL_FILE,
+        lambda p: rewrite_tensors(p, lambda t: t.update({WTE: t[WTE].astype(np.float64)})),
+        "dtype",
+    ),
     "changed values": (MODEL_FILE, lambda p: rewrite_tensors(p, lambda t: t.update({WTE: t[WTE] + 1})), "sha256"),
     "optimizer truncated": (OPTIMIZER_FILE, lambda p: p.write_bytes(p.read_bytes()[:50]), "not a valid safetensors"),
-    "optimizer missing moment": (OPTIMIZER_FILE, lambda p: rewrite_tensors(p, lambda t: t.pop(f"exp_avg.{WTE}")),
-                                 "missing keys"),
+    "optimizer missing moment": (
+        OPTIMIZER_FILE,
+        lambda p: rewrite_tensors(p, lambda t: t.pop(f"exp_avg.{WTE}")),
+        "missing keys",
+    ),
     "config not json": (CONFIG_FILE, lambda p: p.write_text("{'step': 1"), "not valid JSON"),
     "config not utf-8": (CONFIG_FILE, lambda p: p.write_bytes(b"\xff\xfe\xfa"), "not valid JSON"),
     "config a list": (CONFIG_FILE, lambda p: p.write_text("[1, 2]"), "JSON object"),
     "config deleted": (CONFIG_FILE, lambda p: p.unlink(), "cannot read"),
-    "config bad model": (CONFIG_FILE, lambda p: rewrite_config(p.parent, lambda c: c["model"].update(n_head=5)),
-                         "n_head"),
-    "config vocab too short": (CONFIG_FILE, lambda p: rewrite_config(p.parent, lambda c: c.update(vocab="ab")),
-                               "vocab"),
+    "config bad model": (
+        CONFIG_FILE,
+        lambda p: rewrite_config(p.parent, lambda c: c["model"].update(n_head=5)),
+        "n_head",
+    ),
+    "config vocab too short": (
+        CONFIG_FILE,
+        lambda p: rewrite_config(p.parent, lambda c: c.update(vocab="ab")),
+        "vocab",
+    ),
     "config step text": (CONFIG_FILE, lambda p: rewrite_config(p.parent, lambda c: c.update(step="7")), "'step'"),
-    "config unknown train field": (CONFIG_FILE, lambda p: rewrite_config(p.parent, lambda c: c["train"].update(x=1)),
-                                   "'x'"),
+    "config unknown train field": (
+        CONFIG_FILE,
+        lambda p: rewrite_config(p.parent, lambda c: c["train"].update(x=1)),
+        "'x'",
+    ),
     "config lost sha256": (CONFIG_FILE, lambda p: rewrite_config(p.parent, lambda c: c.pop("sha256")), "sha256"),
 }
 
@@ -269,11 +292,11 @@ def test_random_bytes_as_model_file(ckpt, content):
         load_all(ckpt)
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-5, 40) | st.floats(allow_nan=True)
-                           | st.text(max_size=10),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                        max_size=3),
-                           max_leaves=8)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 40) | st.floats(allow_nan=True) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 @fuzz_settings

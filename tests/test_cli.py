@@ -1,12 +1,13 @@
 """The `tinygpt` command end to end, in subprocesses: train, sample, bench, and one-line errors."""
+
 import json
 import shutil
 import subprocess
 
 import pytest
+from tiny_runs import TINY_FLAGS, assert_one_line_error, tinygpt
 
 import engine
-from tiny_runs import TINY_FLAGS, assert_one_line_error, tinygpt
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,12 @@ def test_prompt_longer_than_the_context_is_cropped(trained):
 
 @pytest.mark.skipif(shutil.which("tinygpt") is None, reason="the package is not installed (pip install -e .)")
 def test_console_script(trained):
-    result = subprocess.run(["tinygpt", "sample", "--out-dir", trained, "--max-new-tokens", "3"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["tinygpt", "sample", "--out-dir", trained, "--max-new-tokens", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and len(result.stdout) == 1 + 3 + 1
 
 
@@ -59,18 +64,21 @@ def test_bench_json_last_line(tmp_path):
     assert "ms/iter" in result.stdout
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["train", "--bogus"], "unrecognized arguments: --bogus"),
-    (["train", "--preset", "huge"], "invalid choice: 'huge'"),
-    (["train", "--max-iters", "many"], "invalid int value"),
-    (["train", "--backend", "tpu"], "invalid choice: 'tpu'"),
-    (["fly"], "invalid choice: 'fly'"),
-    ([], "required"),
-    (["train", "--max-iters", "0"], "max_iters must be a positive integer"),
-    (["train", "--dropout", "1.5"], "dropout must be a number in [0, 1)"),
-    (["bench", "--iters", "0"], "--iters must be >= 1"),
-    (["sample", "--temperature", "0"], "--temperature must be > 0"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["train", "--bogus"], "unrecognized arguments: --bogus"),
+        (["train", "--preset", "huge"], "invalid choice: 'huge'"),
+        (["train", "--max-iters", "many"], "invalid int value"),
+        (["train", "--backend", "tpu"], "invalid choice: 'tpu'"),
+        (["fly"], "invalid choice: 'fly'"),
+        ([], "required"),
+        (["train", "--max-iters", "0"], "max_iters must be a positive integer"),
+        (["train", "--dropout", "1.5"], "dropout must be a number in [0, 1)"),
+        (["bench", "--iters", "0"], "--iters must be >= 1"),
+        (["sample", "--temperature", "0"], "--temperature must be > 0"),
+    ],
+)
 def test_usage_errors_are_one_line_exit_2(args, fragment):
     assert_one_line_error(tinygpt(*args), 2, fragment)
 
@@ -86,11 +94,14 @@ def test_prompt_with_unknown_characters(trained):
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (None, "cannot read data file"),
-    (b"\xff\xfe not utf-8", "not UTF-8"),
-    (b"too short", "too short"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (None, "cannot read data file"),
+        (b"\xff\xfe not utf-8", "not UTF-8"),
+        (b"too short", "too short"),
+    ],
+)
 def test_bad_data_file_is_a_runtime_error(tmp_path, content, fragment):
     path = tmp_path / "text.txt"
     if content is not None:
@@ -100,8 +111,9 @@ def test_bad_data_file_is_a_runtime_error(tmp_path, content, fragment):
 
 
 def test_runtime_errors_of_sample_and_out_dir(tmp_path, corpus):
-    assert_one_line_error(tinygpt("sample", "--out-dir", tmp_path / "nothing"), 1,
-                          "tinygpt: error:", "config.json", "cannot read")
+    assert_one_line_error(
+        tinygpt("sample", "--out-dir", tmp_path / "nothing"), 1, "tinygpt: error:", "config.json", "cannot read"
+    )
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     result = tinygpt("train", *TINY_FLAGS, "--data", corpus, "--out-dir", blocker / "out")

@@ -4,6 +4,7 @@ Every output a wrapper allocates starts as NaN (the autouse `poison` fixture), s
 no thread writes fails the comparison. Errors are relative in the L2 norm. Skipped where CuPy is
 missing or no GPU is visible.
 """
+
 import zlib
 
 import numpy as np
@@ -86,8 +87,11 @@ def test_layernorm_without_affine_on_3d_input(rng):
     want = layernorm.layernorm_forward(x, None, None)
     assert_all_close(cuda.layernorm_forward(x, None, None), want, 1e-5)
     dy = randn(rng, x.shape)
-    assert_all_close(cuda.layernorm_backward(dy, x, None, want[1], want[2]),
-                     layernorm.layernorm_backward(dy, x, None, want[1], want[2]), 1e-5)
+    assert_all_close(
+        cuda.layernorm_backward(dy, x, None, want[1], want[2]),
+        layernorm.layernorm_backward(dy, x, None, want[1], want[2]),
+        1e-5,
+    )
 
 
 # --- softmax and log-softmax --------------------------------------------------------------------
@@ -128,8 +132,11 @@ def test_cross_entropy(rng, rows, classes, dtype, scale):
     assert_close(got_lse, lse, RTOL[dtype])
     assert abs(float(got_loss) - float(loss)) <= RTOL[dtype] * max(abs(float(loss)), float(cupy.abs(lse).max()))
     dloss = cupy.asarray(rng.standard_normal(), dtype=dtype)  # 0-d, as the engine passes it
-    assert_close(cuda.cross_entropy_backward(dloss, logits, targets, lse),
-                 cross_entropy.cross_entropy_backward(dloss, logits, targets, lse), RTOL[dtype])
+    assert_close(
+        cuda.cross_entropy_backward(dloss, logits, targets, lse),
+        cross_entropy.cross_entropy_backward(dloss, logits, targets, lse),
+        RTOL[dtype],
+    )
 
 
 def test_cross_entropy_takes_int32_targets_and_a_python_float_dloss(rng):
@@ -137,8 +144,11 @@ def test_cross_entropy_takes_int32_targets_and_a_python_float_dloss(rng):
     targets = cupy.asarray(rng.integers(0, 65, 7), dtype=cupy.int32)
     _, lse = cross_entropy.cross_entropy_forward(logits, targets)
     assert_close(cuda.cross_entropy_forward(logits, targets)[1], lse, 1e-5)
-    assert_close(cuda.cross_entropy_backward(0.5, logits, targets, lse),
-                 cross_entropy.cross_entropy_backward(0.5, logits, targets, lse), 1e-5)
+    assert_close(
+        cuda.cross_entropy_backward(0.5, logits, targets, lse),
+        cross_entropy.cross_entropy_backward(0.5, logits, targets, lse),
+        1e-5,
+    )
 
 
 def test_cross_entropy_target_out_of_range_gives_nan_loss(rng):
@@ -218,8 +228,15 @@ def test_adamw_multi_matches_one_update_per_array(rng, dtype):
 # --- attention ----------------------------------------------------------------------------------
 
 # (B, H, Tq, Tk, hd); Tq < Tk is a KV-cache step. hd picks 1, 2 or 4 lanes per row, padded or not.
-FLASH_CASES = [(2, 3, 5, 5, 64), (2, 2, 64, 64, 32), (1, 2, 257, 257, 64),
-               (2, 1, 257, 257, 128), (1, 2, 1, 257, 64), (1, 2, 5, 64, 48), (2, 1, 64, 100, 100)]
+FLASH_CASES = [
+    (2, 3, 5, 5, 64),
+    (2, 2, 64, 64, 32),
+    (1, 2, 257, 257, 64),
+    (2, 1, 257, 257, 128),
+    (1, 2, 1, 257, 64),
+    (1, 2, 5, 64, 48),
+    (2, 1, 64, 100, 100),
+]
 
 
 def case_id(case):
@@ -228,8 +245,11 @@ def case_id(case):
 
 def qkv(rng, case, dtype=np.float32, scale=1.0):
     B, H, Tq, Tk, hd = case
-    return (randn(rng, (B, H, Tq, hd), dtype, scale), randn(rng, (B, H, Tk, hd), dtype),
-            randn(rng, (B, H, Tk, hd), dtype))
+    return (
+        randn(rng, (B, H, Tq, hd), dtype, scale),
+        randn(rng, (B, H, Tk, hd), dtype),
+        randn(rng, (B, H, Tk, hd), dtype),
+    )
 
 
 def check_attention(rng, q, k, v, is_causal, mask, flash, rtol):
@@ -240,8 +260,11 @@ def check_attention(rng, q, k, v, is_causal, mask, flash, rtol):
     if not flash:
         assert_close(saved, att, rtol)
     dout = randn(rng, out.shape, out.dtype)
-    assert_all_close(cuda.attention_backward(dout, q, k, v, saved, mask),
-                     attention.attention_backward(dout, q, k, v, att, mask), rtol)
+    assert_all_close(
+        cuda.attention_backward(dout, q, k, v, saved, mask),
+        attention.attention_backward(dout, q, k, v, att, mask),
+        rtol,
+    )
 
 
 @pytest.mark.parametrize("is_causal", [True, False])
@@ -270,18 +293,25 @@ def test_flash_attention_reads_strided_views_of_a_qkv_projection(rng):
     B, T, H, hd = 2, 65, 6, 64
     C = H * hd
     proj = randn(rng, (B, T, 3 * C))
-    q, k, v = (proj[:, :, i * C:(i + 1) * C].reshape(B, T, H, hd).transpose(0, 2, 1, 3) for i in range(3))
+    q, k, v = (proj[:, :, i * C : (i + 1) * C].reshape(B, T, H, hd).transpose(0, 2, 1, 3) for i in range(3))
     assert not q.flags.c_contiguous
     check_attention(rng, q, k, v, True, None, flash=True, rtol=1e-5)
 
 
 # The fused path: with a dropout mask, in float64, and for head dims over 128.
 @pytest.mark.parametrize("is_causal", [True, False])
-@pytest.mark.parametrize("dtype, use_mask, case", [
-    (np.float32, True, (2, 3, 5, 5, 16)), (np.float32, True, (1, 2, 257, 257, 64)),
-    (np.float32, True, (1, 2, 1, 64, 32)), (np.float64, False, (2, 2, 64, 64, 32)),
-    (np.float64, True, (1, 2, 5, 64, 48)), (np.float32, False, (2, 1, 64, 64, 160)),
-], ids=lambda p: case_id(p) if isinstance(p, tuple) else None)
+@pytest.mark.parametrize(
+    "dtype, use_mask, case",
+    [
+        (np.float32, True, (2, 3, 5, 5, 16)),
+        (np.float32, True, (1, 2, 257, 257, 64)),
+        (np.float32, True, (1, 2, 1, 64, 32)),
+        (np.float64, False, (2, 2, 64, 64, 32)),
+        (np.float64, True, (1, 2, 5, 64, 48)),
+        (np.float32, False, (2, 1, 64, 64, 160)),
+    ],
+    ids=lambda p: case_id(p) if isinstance(p, tuple) else None,
+)
 def test_fused_attention(rng, dtype, use_mask, case, is_causal):
     q, k, v = qkv(rng, case, dtype)
     B, H, Tq, Tk, _ = case

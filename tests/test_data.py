@@ -1,13 +1,14 @@
 """Finding the text (flag, env, cache, download), the character tokenizer, splits and batches."""
+
 import hashlib
 
 import numpy as np
 import pytest
+from tiny_runs import write_corpus
 
 from tinygrad_gpt import data
 from tinygrad_gpt.data import CharDataset, CharTokenizer, load_dataset, read_text, resolve_data_path
 from tinygrad_gpt.errors import DataError
-from tiny_runs import write_corpus
 
 
 @pytest.fixture
@@ -100,12 +101,15 @@ def test_batches_reach_both_ends_of_a_split():
     assert (x == ds.splits["val"][:9]).all() and (y == ds.splits["val"][1:]).all()
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "cannot read data file"),
-    (b"", "is empty"),
-    (b"caf\xe9 latin-1", "not UTF-8"),
-    (b"x" * 60, "too short"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "cannot read data file"),
+        (b"", "is empty"),
+        (b"caf\xe9 latin-1", "not UTF-8"),
+        (b"x" * 60, "too short"),
+    ],
+)
 def test_bad_data_files(tmp_path, content, message):
     path = tmp_path / "text.txt"
     if content is not None:

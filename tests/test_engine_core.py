@@ -1,4 +1,5 @@
 """The autograd machinery: accumulation, deep graphs, freeing, no_grad, dtypes, devices, backends."""
+
 import importlib
 import math
 import re
@@ -429,6 +430,8 @@ def test_a_fresh_gradient_is_kept_without_a_copy(backend, monkeypatch):
     x = Tensor(engine.backend.get_xp().ones((3, 2)))
     returned = []
     real = engine.ops_nn.Linear.backward
-    monkeypatch.setattr(engine.ops_nn.Linear, "backward", lambda self, g: returned.append(real(self, g)) or returned[-1])
+    monkeypatch.setattr(
+        engine.ops_nn.Linear, "backward", lambda self, g: returned.append(real(self, g)) or returned[-1]
+    )
     F.linear(x, w).sum().backward()
     assert w.grad is returned[0][1]  # the kernel's dW became .grad as it is

@@ -4,6 +4,7 @@ Gradients are checked in float64 with engine.gradcheck on every backend. Forward
 ops that are NumPy one-liners are compared here; the kernel-backed ones (softmax, layer_norm,
 attention, ...) have their forward checked against composed references in test_kernels.py.
 """
+
 import math
 import operator
 
@@ -11,11 +12,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import engine
-import engine.backend
-import engine.functional as F
-from engine import Tensor, gradcheck
 from strategies import (
     arrays,
     axes,
@@ -25,6 +21,11 @@ from strategies import (
     positive_arrays,
     shapes,
 )
+
+import engine
+import engine.backend
+import engine.functional as F
+from engine import Tensor, gradcheck
 
 
 def leaf(array):
@@ -50,6 +51,7 @@ def on_backend(array):
 
 
 # --- elementwise arithmetic --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("op", [operator.add, operator.sub, operator.mul, operator.truediv], ids=lambda op: op.__name__)
 @gradcheck_settings
@@ -260,6 +262,7 @@ def test_split(backend, axis):
     pieces = leaf(x).split(2, axis=axis)
     assert [p.shape[axis] for p in pieces] == [2, 2, 1]  # the last piece is shorter
     np.testing.assert_array_equal(np.concatenate([p.numpy() for p in pieces], axis=axis), x)
+
     # scale each piece differently, so a gradient sent to the wrong piece shows
     def scaled_pieces(t):
         return F.concat([p * float(i + 1) for i, p in enumerate(t.split(2, axis=axis))], axis=axis)

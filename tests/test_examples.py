@@ -1,16 +1,22 @@
 """The runnable studies in examples/ run, learn, and say what they promise."""
+
 import re
 import subprocess
 import sys
 
 import pytest
-
 from tiny_runs import REPO, clean_env
 
 
 def run_example(name, *args):
-    result = subprocess.run([sys.executable, str(REPO / "examples" / name), *map(str, args)], capture_output=True,
-                            text=True, timeout=120, env=clean_env(), cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -1,4 +1,5 @@
 """A float32 training step stays float32: no op, gradient or optimizer state turns into float64."""
+
 import numpy as np
 import pytest
 

@@ -4,6 +4,7 @@ The reference for a fused kernel is the same math composed from elementary Tenso
 gradchecked in test_engine_ops.py), so its backward comes from autograd, not from a derivation:
 the hand-written backward of the kernel must agree with it.
 """
+
 import math
 
 import numpy as np
@@ -85,10 +86,14 @@ def test_linear(backend, with_bias):
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1])
-@pytest.mark.parametrize("composed, forward, backward", [
-    (composed_softmax, softmax_forward, softmax_backward),
-    (composed_log_softmax, log_softmax_forward, log_softmax_backward),
-], ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize(
+    "composed, forward, backward",
+    [
+        (composed_softmax, softmax_forward, softmax_backward),
+        (composed_log_softmax, log_softmax_forward, log_softmax_backward),
+    ],
+    ids=["softmax", "log_softmax"],
+)
 def test_softmax_family(backend, axis, composed, forward, backward):
     x, dy = randn(3, 4, 5, seed=1), randn(3, 4, 5, seed=2)
     out, (dx,) = autograd(lambda t: composed(t, axis), dy, x)
@@ -251,8 +256,18 @@ def test_adamw_matches_the_formula(backend):
     p, m, v = host(param).copy(), np.zeros((3, 4)), np.zeros((3, 4))
     for step in (1, 2, 3):
         grad = randn(3, 4, seed=10 + step)
-        adamw_update(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                     weight_decay=weight_decay, step=step)
+        adamw_update(
+            param,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            weight_decay=weight_decay,
+            step=step,
+        )
         g = host(grad)
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g**2

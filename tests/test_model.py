@@ -16,16 +16,19 @@ def random_ids(shape, vocab_size, seed=0):
     return np.random.default_rng(seed).integers(0, vocab_size, shape)
 
 
-@pytest.mark.parametrize("overrides, field", [
-    (dict(vocab_size=0), "vocab_size"),
-    (dict(block_size=2.5), "block_size"),
-    (dict(n_layer=-1), "n_layer"),
-    (dict(n_head=3), "n_head"),
-    (dict(n_embd=True), "n_embd"),
-    (dict(dropout=1.0), "dropout"),
-    (dict(dropout=-0.1), "dropout"),
-    (dict(bias="yes"), "bias"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(vocab_size=0), "vocab_size"),
+        (dict(block_size=2.5), "block_size"),
+        (dict(n_layer=-1), "n_layer"),
+        (dict(n_head=3), "n_head"),
+        (dict(n_embd=True), "n_embd"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(dropout=-0.1), "dropout"),
+        (dict(bias="yes"), "bias"),
+    ],
+)
 def test_config_rejects_bad_values_naming_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         tiny_config(**overrides)
@@ -38,12 +41,18 @@ def test_parameter_names_and_shapes_are_gpt2s():
     for i in range(2):
         h = f"transformer.h.{i}."
         expected += [
-            (h + "ln_1.weight", (D,)), (h + "ln_1.bias", (D,)),
-            (h + "attn.c_attn.weight", (D, 3 * D)), (h + "attn.c_attn.bias", (3 * D,)),
-            (h + "attn.c_proj.weight", (D, D)), (h + "attn.c_proj.bias", (D,)),
-            (h + "ln_2.weight", (D,)), (h + "ln_2.bias", (D,)),
-            (h + "mlp.c_fc.weight", (D, 4 * D)), (h + "mlp.c_fc.bias", (4 * D,)),
-            (h + "mlp.c_proj.weight", (4 * D, D)), (h + "mlp.c_proj.bias", (D,)),
+            (h + "ln_1.weight", (D,)),
+            (h + "ln_1.bias", (D,)),
+            (h + "attn.c_attn.weight", (D, 3 * D)),
+            (h + "attn.c_attn.bias", (3 * D,)),
+            (h + "attn.c_proj.weight", (D, D)),
+            (h + "attn.c_proj.bias", (D,)),
+            (h + "ln_2.weight", (D,)),
+            (h + "ln_2.bias", (D,)),
+            (h + "mlp.c_fc.weight", (D, 4 * D)),
+            (h + "mlp.c_fc.bias", (4 * D,)),
+            (h + "mlp.c_proj.weight", (4 * D, D)),
+            (h + "mlp.c_proj.bias", (D,)),
         ]
     expected += [("transformer.ln_f.weight", (D,)), ("transformer.ln_f.bias", (D,))]
     assert [(name, p.shape) for name, p in model.named_parameters()] == expected
@@ -60,8 +69,12 @@ def test_without_bias_there_are_no_bias_parameters():
 def test_init_statistics_and_residual_projection_scaling():
     n_layer, D = 2, 64
     params = dict(GPT(GPTConfig(vocab_size=256, block_size=64, n_layer=n_layer, n_head=4, n_embd=D)).named_parameters())
-    for name in ["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.attn.c_attn.weight",
-                 "transformer.h.1.mlp.c_fc.weight"]:
+    for name in [
+        "transformer.wte.weight",
+        "transformer.wpe.weight",
+        "transformer.h.0.attn.c_attn.weight",
+        "transformer.h.1.mlp.c_fc.weight",
+    ]:
         assert params[name].numpy().std() == pytest.approx(0.02, rel=0.1), name
     for name in ["transformer.h.0.attn.c_proj.weight", "transformer.h.1.mlp.c_proj.weight"]:
         assert params[name].numpy().std() == pytest.approx(0.02 / math.sqrt(2 * n_layer), rel=0.1), name
@@ -112,15 +125,18 @@ def test_loss_gradients_match_finite_differences_in_float64():
     for p in model.parameters():
         p.data = p.data.astype(np.float64)
     params = dict(model.named_parameters())
-    checked = [params[name] for name in [
-        "transformer.wte.weight",  # both the embedding and the tied lm head
-        "transformer.wpe.weight",
-        "transformer.h.0.ln_1.weight",
-        "transformer.h.0.attn.c_attn.bias",
-        "transformer.h.0.attn.c_proj.weight",
-        "transformer.h.0.mlp.c_fc.bias",
-        "transformer.ln_f.bias",
-    ]]
+    checked = [
+        params[name]
+        for name in [
+            "transformer.wte.weight",  # both the embedding and the tied lm head
+            "transformer.wpe.weight",
+            "transformer.h.0.ln_1.weight",
+            "transformer.h.0.attn.c_attn.bias",
+            "transformer.h.0.attn.c_proj.weight",
+            "transformer.h.0.mlp.c_fc.bias",
+            "transformer.ln_f.bias",
+        ]
+    ]
     idx, targets = random_ids((2, 4), 7, seed=5), random_ids((2, 4), 7, seed=6)
     assert gradcheck(lambda *_: model(idx, targets)[1], *checked)
 
@@ -214,11 +230,14 @@ def test_sampling_draws_from_the_tempered_softmax():
     assert (_sample(logits, 1.0, 1, rng) == 1).all()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(temperature=0.0), "temperature"),
-    (dict(top_k=0), "top_k"),
-    (dict(max_new_tokens=-1), "max_new_tokens"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=0.0), "temperature"),
+        (dict(top_k=0), "top_k"),
+        (dict(max_new_tokens=-1), "max_new_tokens"),
+    ],
+)
 def test_bad_sampling_arguments_are_errors(kwargs, message):
     model = GPT(tiny_config())
     with pytest.raises(ValueError, match=message):

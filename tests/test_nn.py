@@ -90,11 +90,14 @@ def test_state_dict_round_trip_copies_in_place_and_keeps_dtype():
     assert list(a.state_dict()) == TOY_NAMES
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda sd: sd.pop("norm.bias"), "missing keys: norm.bias"),
-    (lambda sd: sd.update(extra=np.zeros(1)), "unexpected keys: extra"),
-    (lambda sd: sd.update({"emb.weight": np.zeros((5, 4))}), "emb.weight (5, 4) != (5, 3)"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda sd: sd.pop("norm.bias"), "missing keys: norm.bias"),
+        (lambda sd: sd.update(extra=np.zeros(1)), "unexpected keys: extra"),
+        (lambda sd: sd.update({"emb.weight": np.zeros((5, 4))}), "emb.weight (5, 4) != (5, 3)"),
+    ],
+)
 def test_load_state_dict_errors_name_the_problem_and_change_nothing(edit, message):
     a, b = Toy(seed=0), Toy(seed=1)
     sd = {k: v.copy() for k, v in b.state_dict().items()}

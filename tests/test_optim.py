@@ -90,12 +90,15 @@ def test_state_dict_round_trip_continues_identically():
     assert opt_b.step_count == 3
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda sd: sd["tensors"].pop("exp_avg_sq.w"), "missing keys: exp_avg_sq.w"),
-    (lambda sd: sd["tensors"].update({"exp_avg.c": np.zeros(2)}), "unexpected keys: exp_avg.c"),
-    (lambda sd: sd["tensors"].update({"exp_avg.b": np.zeros(3)}), "exp_avg.b (3,) != (2,)"),
-    (lambda sd: sd.update(step=-1), "'step'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda sd: sd["tensors"].pop("exp_avg_sq.w"), "missing keys: exp_avg_sq.w"),
+        (lambda sd: sd["tensors"].update({"exp_avg.c": np.zeros(2)}), "unexpected keys: exp_avg.c"),
+        (lambda sd: sd["tensors"].update({"exp_avg.b": np.zeros(3)}), "exp_avg.b (3,) != (2,)"),
+        (lambda sd: sd.update(step=-1), "'step'"),
+    ],
+)
 def test_load_state_dict_rejects_mismatched_state(edit, message):
     opt = AdamW(make_params())
     state = {"step": 1, "tensors": {k: v.copy() for k, v in opt.state_dict()["tensors"].items()}}

@@ -1,5 +1,6 @@
 """Data parallelism over CPU threads: the shards' summed gradients are the whole batch's, the
 same for the same shard count every time, and errors in a shard reach the caller."""
+
 import threading
 
 import numpy as np

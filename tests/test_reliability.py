@@ -1,11 +1,11 @@
 """Crashes, Ctrl-C and divergence, on the real command in subprocesses: a checkpoint is always
 usable afterwards, and a resumed run ends exactly where an uninterrupted one does."""
+
 import json
 import signal
 import time
 
 import pytest
-
 from tiny_runs import TINY_FLAGS, assert_one_line_error, start_tinygpt, tinygpt
 
 FLAGS = [*TINY_FLAGS, "--eval-interval", 5, "--max-iters", 300]
@@ -38,8 +38,10 @@ def state(out):
 
 
 def losses(out):
-    return [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"}
-            for line in (out / "log.jsonl").read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if k != "elapsed_s"}
+        for line in (out / "log.jsonl").read_text().splitlines()
+    ]
 
 
 def test_sigkill_leaves_a_checkpoint_to_sample_and_resume(tmp_path, corpus, straight):
@@ -77,13 +79,26 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, corpus, straight):
 
 def test_divergence_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, corpus):
     out = tmp_path / "out"
-    first = tinygpt("train", *TINY_FLAGS, "--max-iters", 10, "--lr-decay-iters", 20, "--eval-interval", 5,
-                    "--data", corpus, "--out-dir", out)
+    first = tinygpt(
+        "train",
+        *TINY_FLAGS,
+        "--max-iters",
+        10,
+        "--lr-decay-iters",
+        20,
+        "--eval-interval",
+        5,
+        "--data",
+        corpus,
+        "--out-dir",
+        out,
+    )
     assert first.returncode == 0, first.stderr
     good, log = state(out), (out / "log.jsonl").read_text()
 
     # step 10 takes a step of ~1e30 (Adam steps are about lr in size): step 11's loss overflows
-    result = tinygpt("train", "--out-dir", out, "--resume", "--data", corpus, "--max-iters", 20,
-                     "--learning-rate", 1e30)
+    result = tinygpt(
+        "train", "--out-dir", out, "--resume", "--data", corpus, "--max-iters", 20, "--learning-rate", 1e30
+    )
     assert_one_line_error(result, 1, "tinygpt: error:", "not finite at step 11;", "--learning-rate")
     assert state(out) == good and (out / "log.jsonl").read_text() == log

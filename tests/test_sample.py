@@ -1,17 +1,18 @@
 """tinygpt sample on a tiny checkpoint: any prompt either continues or is refused naming its
 unknown characters; the default prompt works whatever the vocabulary."""
+
 import io
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiny_runs import tiny_config
 
 from tinygrad_gpt.checkpoint import save_checkpoint
 from tinygrad_gpt.data import CharTokenizer, format_chars
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.sample import sample
-from tiny_runs import tiny_config
 
 CONFIG = tiny_config()
 
@@ -48,7 +49,7 @@ def test_random_prompts_continue_or_name_their_unknown_characters(with_newline, 
     else:
         text = run(with_newline, prompt)
         assert text.startswith(prompt) and len(text) == len(prompt) + 5 + 1  # the new text, then "\n"
-        assert not tokenizer.unknown_chars(text[len(prompt):-1])
+        assert not tokenizer.unknown_chars(text[len(prompt) : -1])
 
 
 def test_default_prompt_is_a_newline(with_newline):
@@ -61,8 +62,9 @@ def test_default_prompt_works_without_a_newline_in_the_vocabulary(tmp_path):
     assert text[0] == "a" and len(text) == 1 + 5 + 1
 
 
-@pytest.mark.parametrize("flags, message", [({"seed": -1}, "--seed"), ({"temperature": 0}, "--temperature"),
-                                            ({"top_k": 0}, "--top-k")])
+@pytest.mark.parametrize(
+    "flags, message", [({"seed": -1}, "--seed"), ({"temperature": 0}, "--temperature"), ({"top_k": 0}, "--top-k")]
+)
 def test_bad_sampling_flags_are_usage_errors(with_newline, flags, message):
     with pytest.raises(UsageError, match=message):
         run(with_newline, "A", **flags)

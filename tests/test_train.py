@@ -1,16 +1,17 @@
 """The training loop: it learns, logs, keeps the best model, and resumes bit for bit."""
+
 import json
 import math
 import signal
 from dataclasses import replace
 
 import pytest
+from tiny_runs import tiny_config
 
 from tinygrad_gpt import train as train_module
 from tinygrad_gpt.checkpoint import BEST_DIR, read_checkpoint
 from tinygrad_gpt.errors import CheckpointError, TinyGPTError, TrainingInterrupted, UsageError
 from tinygrad_gpt.train import LOG_FILE, run_config, train
-from tiny_runs import tiny_config
 
 
 def log_of(out_dir):
@@ -21,13 +22,15 @@ def log_of(out_dir):
 
 def snapshot(out_dir):
     """Every file of the latest checkpoint, byte for byte."""
-    return {name: (out_dir / name).read_bytes()
-            for name in ("model.safetensors", "optimizer.safetensors", "config.json")}
+    return {
+        name: (out_dir / name).read_bytes() for name in ("model.safetensors", "optimizer.safetensors", "config.json")
+    }
 
 
 def test_tiny_model_learns(tmp_path, corpus):
-    config = tiny_config(n_embd=32, block_size=32, batch_size=8, max_iters=100, eval_interval=50,
-                         eval_iters=4, log_interval=10)
+    config = tiny_config(
+        n_embd=32, block_size=32, batch_size=8, max_iters=100, eval_interval=50, eval_iters=4, log_interval=10
+    )
     train(config, tmp_path, corpus)
     log = log_of(tmp_path)
     vocab_size = read_checkpoint(tmp_path).model_config.vocab_size
@@ -50,6 +53,7 @@ def test_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tmp_path, corpus, 
     if stop == "max_iters":
         train(replace(config, max_iters=6), resumed, corpus)  # lr_decay_iters stays 12
     else:
+
         def get_lr_then_interrupt(step, *args):
             if step == 4:
                 signal.raise_signal(signal.SIGINT)

@@ -1,5 +1,6 @@
 """Helpers for the data / checkpoint / training / CLI tests: a small made-up corpus, tiny training
 configs, and running the `tinygpt` command in a subprocess."""
+
 import os
 import random
 import subprocess
@@ -15,33 +16,70 @@ WORDS = "thou art my sweet lord and fair queen the night is long but love is lon
 def write_corpus(path, lines=400, seed=0):
     """A play-like text (speaker lines and verse) of ~20 KB, the same for the same seed."""
     rng = random.Random(seed)
-    text = "".join(f"{rng.choice(['ROMEO', 'JULIET', 'NURSE'])}:\n{' '.join(rng.choices(WORDS, k=7))}.\n\n"
-                   for _ in range(lines))
+    text = "".join(
+        f"{rng.choice(['ROMEO', 'JULIET', 'NURSE'])}:\n{' '.join(rng.choices(WORDS, k=7))}.\n\n" for _ in range(lines)
+    )
     Path(path).write_text(text, encoding="utf-8")
     return path
 
 
 def tiny_config(**overrides):
     """The tiny preset made smaller still: a run of a few steps takes a fraction of a second."""
-    return preset_config("tiny", **{"max_iters": 20, "eval_interval": 10, "eval_iters": 2, "log_interval": 1,
-                                    "batch_size": 4, "block_size": 16, "n_embd": 16, **overrides})
+    return preset_config(
+        "tiny",
+        **{
+            "max_iters": 20,
+            "eval_interval": 10,
+            "eval_iters": 2,
+            "log_interval": 1,
+            "batch_size": 4,
+            "block_size": 16,
+            "n_embd": 16,
+            **overrides,
+        },
+    )
 
 
 # The same as tiny_config, as `tinygpt train` flags.
-TINY_FLAGS = ["--preset", "tiny", "--eval-iters", "2", "--log-interval", "1", "--batch-size", "4",
-              "--block-size", "16", "--n-embd", "16"]
+TINY_FLAGS = [
+    "--preset",
+    "tiny",
+    "--eval-iters",
+    "2",
+    "--log-interval",
+    "1",
+    "--batch-size",
+    "4",
+    "--block-size",
+    "16",
+    "--n-embd",
+    "16",
+]
 
 
 def tinygpt(*args, timeout=120, **kwargs):
     """Run `python -m tinygrad_gpt ARGS` to completion; the CompletedProcess with text output."""
-    return subprocess.run([sys.executable, "-m", "tinygrad_gpt", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=clean_env(), cwd=REPO, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "tinygrad_gpt", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(),
+        cwd=REPO,
+        **kwargs,
+    )
 
 
 def start_tinygpt(*args):
     """Start `python -m tinygrad_gpt ARGS` without waiting (for signal tests)."""
-    return subprocess.Popen([sys.executable, "-m", "tinygrad_gpt", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=clean_env(), cwd=REPO)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tinygrad_gpt", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+        cwd=REPO,
+    )
 
 
 def clean_env():

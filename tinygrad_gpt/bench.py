@@ -4,6 +4,7 @@ Each contender is a function returning a `step()` callable that runs one iterati
 random tokens; `time_steps` times any such callable the same way, so another implementation
 (say PyTorch, for comparison) only needs its own step function.
 """
+
 import json
 import resource
 import statistics
@@ -34,10 +35,13 @@ def random_batch(config, seed=0):
 def tinygpt_step(config, seed=0, shards=1):
     """One training iteration of our GPT on the active backend as a callable (the training loop's:
     forward and backward over `shards` threads, clip, AdamW), and the model."""
-    model = GPT(GPTConfig(VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd,
-                          dropout=config.dropout), seed=seed)
-    optimizer = AdamW(model.named_parameters(), lr=config.learning_rate, betas=(0.9, config.beta2),
-                      weight_decay=config.weight_decay)
+    model = GPT(
+        GPTConfig(VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd, dropout=config.dropout),
+        seed=seed,
+    )
+    optimizer = AdamW(
+        model.named_parameters(), lr=config.learning_rate, betas=(0.9, config.beta2), weight_decay=config.weight_decay
+    )
     params = model.parameters()
     x, y = (backend.asarray(a) for a in random_batch(config, seed))
     forward_backward = DataParallel(model, shards)
@@ -99,9 +103,16 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
     config = preset_config(preset)
     shards = default_shards(config.batch_size)
     step, model = tinygpt_step(config, shards=shards)
-    result = {"preset": preset, "backend": backend.name(), "device": device_name(), "iters": iters,
-              "warmup": warmup, "batch_size": config.batch_size, "block_size": config.block_size,
-              "threads": shards}
+    result = {
+        "preset": preset,
+        "backend": backend.name(),
+        "device": device_name(),
+        "iters": iters,
+        "warmup": warmup,
+        "batch_size": config.batch_size,
+        "block_size": config.block_size,
+        "threads": shards,
+    }
     if not vs_torch:
         times = time_steps(step, iters, warmup)
     else:
@@ -129,12 +140,14 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
     seconds = statistics.median(times)
     device_mb = peak_device_mb()
     host_mb = peak_host_rss_mb()
-    result.update({
-        "ms_per_iter": seconds * 1e3,
-        "tokens_per_s": config.batch_size * config.block_size / seconds,
-        "peak_mem_mb": device_mb if device_mb is not None else result.get("peak_host_rss_mb_before_torch", host_mb),
-        "peak_host_rss_mb": host_mb,
-    })
+    result.update(
+        {
+            "ms_per_iter": seconds * 1e3,
+            "tokens_per_s": config.batch_size * config.block_size / seconds,
+            "peak_mem_mb": device_mb if device_mb is not None else result.get("peak_host_rss_mb_before_torch", host_mb),
+            "peak_host_rss_mb": host_mb,
+        }
+    )
     if "torch" in result:
         result["ratio_vs_torch"] = result["ms_per_iter"] / result["torch"]["ms_per_iter"]
     if profile:  # of the one-thread step: the profiler times ops one after another
@@ -165,8 +178,10 @@ class TorchContender:
 
             from tinygrad_gpt.torch_reference import torch_step
         except ImportError:
-            raise UsageError("--vs-torch needs PyTorch, which is not importable here "
-                             "(pip install torch; it is never a dependency of tinygrad_gpt)") from None
+            raise UsageError(
+                "--vs-torch needs PyTorch, which is not importable here "
+                "(pip install torch; it is never a dependency of tinygrad_gpt)"
+            ) from None
         self._torch = torch
         self.version = torch.__version__
         self.device = "cuda" if backend.name() == "cupy" else "cpu"
@@ -187,20 +202,27 @@ def report(result, as_json=False):
     """Print a result for people, and with as_json one JSON line last for scripts."""
     memory = "GPU memory pool" if result["backend"] == "cupy" else "host RSS"
     threads = f", {result['threads']} threads" if result["threads"] > 1 else ""
-    print(f"{result['preset']} preset on {result['backend']} ({result['device']}{threads}), "
-          f"batch {result['batch_size']} x block {result['block_size']}, median of {result['iters']} iterations:")
-    print(f"  {result['ms_per_iter']:.1f} ms/iter, {result['tokens_per_s']:,.0f} tokens/s, "
-          f"peak {memory} {result['peak_mem_mb']:.0f} MB")
+    print(
+        f"{result['preset']} preset on {result['backend']} ({result['device']}{threads}), "
+        f"batch {result['batch_size']} x block {result['block_size']}, median of {result['iters']} iterations:"
+    )
+    print(
+        f"  {result['ms_per_iter']:.1f} ms/iter, {result['tokens_per_s']:,.0f} tokens/s, "
+        f"peak {memory} {result['peak_mem_mb']:.0f} MB"
+    )
     if "torch" in result:
         torch = result["torch"]
         memory_note = f", peak {memory} {torch['peak_mem_mb']:.0f} MB" if torch["peak_mem_mb"] is not None else ""
-        print(f"  PyTorch {torch['version']} eager, same model, recipe and device, interleaved: "
-              f"{torch['ms_per_iter']:.1f} ms/iter{memory_note}")
-        print(f"  ratio ours/PyTorch: {result['ratio_vs_torch']:.2f} "
-              f"(first losses differ by {torch['first_loss_diff']:.1e})")
+        print(
+            f"  PyTorch {torch['version']} eager, same model, recipe and device, interleaved: "
+            f"{torch['ms_per_iter']:.1f} ms/iter{memory_note}"
+        )
+        print(
+            f"  ratio ours/PyTorch: {result['ratio_vs_torch']:.2f} "
+            f"(first losses differ by {torch['first_loss_diff']:.1e})"
+        )
     if "profile" in result:
         print(f"where {result['iters']} iterations of the one-thread step spend their time:")
         print(result["profile"])
     if as_json:
         print(json.dumps(result))
-

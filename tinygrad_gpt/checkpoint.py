@@ -14,6 +14,7 @@ weights) still loads: the loader takes the file whose sha256 config.json names, 
 from .previous/. A crash before the renames leaves the previous checkpoint untouched. A set that
 matches neither (a file replaced by hand) is refused with a CheckpointError, never silently mixed.
 """
+
 import hashlib
 import json
 import os
@@ -139,8 +140,16 @@ def _parse_config(directory, config):
         raise ValueError("'step' and 'optimizer_step' must be >= 0")
     if MODEL_FILE not in sha256 or not all(isinstance(v, str) for v in sha256.values()):
         raise ValueError(f"'sha256' must map '{MODEL_FILE}' (and '{OPTIMIZER_FILE}') to hex digests")
-    return Checkpoint(directory, model_config, vocab, train_config, step,
-                      None if best_val_loss is None else float(best_val_loss), optimizer_step, sha256)
+    return Checkpoint(
+        directory,
+        model_config,
+        vocab,
+        train_config,
+        step,
+        None if best_val_loss is None else float(best_val_loss),
+        optimizer_step,
+        sha256,
+    )
 
 
 def _field(config, key, kinds, optional=False):
@@ -169,8 +178,12 @@ def load_optimizer(checkpoint, optimizer):
     if checkpoint.optimizer_step is None or OPTIMIZER_FILE not in checkpoint.sha256:
         raise CheckpointError(f"{checkpoint.directory / CONFIG_FILE}: this checkpoint has no optimizer state")
     step = checkpoint.optimizer_step
-    _load_tensors(checkpoint, OPTIMIZER_FILE, optimizer.state_dict()["tensors"],
-                  lambda tensors: optimizer.load_state_dict({"step": step, "tensors": tensors}))
+    _load_tensors(
+        checkpoint,
+        OPTIMIZER_FILE,
+        optimizer.state_dict()["tensors"],
+        lambda tensors: optimizer.load_state_dict({"step": step, "tensors": tensors}),
+    )
 
 
 def _load_tensors(checkpoint, name, expected, load):
@@ -189,8 +202,11 @@ def _load_tensors(checkpoint, name, expected, load):
         tensors = safetensors.numpy.load(raw)
     except Exception as e:  # the parser reports bad input as SafetensorError, or KeyError for unknown dtypes
         raise CheckpointError(f"{path}: not a valid safetensors file ({_one_line(e)})") from None
-    wrong_dtype = [f"{k} {tensors[k].dtype} != {expected[k].dtype}"
-                   for k in expected if k in tensors and tensors[k].dtype != expected[k].dtype]
+    wrong_dtype = [
+        f"{k} {tensors[k].dtype} != {expected[k].dtype}"
+        for k in expected
+        if k in tensors and tensors[k].dtype != expected[k].dtype
+    ]
     if wrong_dtype:
         raise CheckpointError(f"{path}: wrong dtypes (file != expected): {', '.join(wrong_dtype)}")
     try:
@@ -200,8 +216,10 @@ def _load_tensors(checkpoint, name, expected, load):
     # Checked last so that a file with wrong names or shapes gets the more precise message above;
     # on a mismatch, the error makes the caller abandon the model or optimizer just filled.
     if hashlib.sha256(raw).hexdigest() != checkpoint.sha256[name]:
-        raise CheckpointError(f"{path}: does not match the sha256 recorded in {CONFIG_FILE}: the files "
-                              f"come from different saves (an interrupted save, or a replaced file)")
+        raise CheckpointError(
+            f"{path}: does not match the sha256 recorded in {CONFIG_FILE}: the files "
+            f"come from different saves (an interrupted save, or a replaced file)"
+        )
 
 
 def _one_line(error):

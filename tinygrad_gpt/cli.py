@@ -4,6 +4,7 @@ Exit status: 0 done; 1 a runtime problem (data, checkpoint, backend, files), rep
 `tinygpt: error: ...`; 2 a usage problem (flags, values, prompt); 130 interrupted. --debug shows
 the traceback instead.
 """
+
 import argparse
 import os
 import sys
@@ -30,8 +31,15 @@ def run_train(args):
 
 
 def run_sample(args):
-    sample(args.out_dir, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-           top_k=args.top_k or None, seed=args.seed, best=args.best)
+    sample(
+        args.out_dir,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k or None,
+        seed=args.seed,
+        best=args.best,
+    )
 
 
 def run_bench(args):
@@ -42,40 +50,53 @@ def build_parser():
     parser = _Parser(prog="tinygpt", description="Train and sample a character-level GPT on Tiny Shakespeare.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,bench}")
     common = _Parser(add_help=False)
-    common.add_argument("--backend", choices=("numpy", "cupy"),
-                        help="array backend (default: $TINYGPT_BACKEND, else numpy)")
+    common.add_argument(
+        "--backend", choices=("numpy", "cupy"), help="array backend (default: $TINYGPT_BACKEND, else numpy)"
+    )
     common.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     presets = ", ".join(PRESETS)
 
-    p_train = commands.add_parser("train", parents=[common], help="train a model, checkpointing into --out-dir",
-                                  description="Train a GPT. Unset flags take the preset's value "
-                                              "(with --resume: the checkpoint's).")
+    p_train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train a model, checkpointing into --out-dir",
+        description="Train a GPT. Unset flags take the preset's value (with --resume: the checkpoint's).",
+    )
     p_train.set_defaults(run=run_train)
     p_train.add_argument("--preset", choices=PRESETS, default="cpu", help=f"starting config: {presets} (default cpu)")
-    p_train.add_argument("--data", metavar="PATH",
-                         help="UTF-8 text file (default: $TINYGPT_DATA, else Tiny Shakespeare, "
-                              "downloaded once into ~/.cache/tinygrad_gpt)")
-    p_train.add_argument("--out-dir", default="out", metavar="DIR",
-                         help="checkpoints, log.jsonl and loss.png (default out)")
+    p_train.add_argument(
+        "--data",
+        metavar="PATH",
+        help="UTF-8 text file (default: $TINYGPT_DATA, else Tiny Shakespeare, "
+        "downloaded once into ~/.cache/tinygrad_gpt)",
+    )
+    p_train.add_argument(
+        "--out-dir", default="out", metavar="DIR", help="checkpoints, log.jsonl and loss.png (default out)"
+    )
     p_train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out-dir")
     for name, kind, description in [
         ("max_iters", int, "training iterations in all"),
         ("eval_interval", int, "evaluate and checkpoint every this many iterations"),
         ("eval_iters", int, "batches per split in each evaluation"),
         ("log_interval", int, "read the loss to the host every this many iterations"),
-        ("batch_size", int, None), ("block_size", int, "context length"),
-        ("n_layer", int, None), ("n_head", int, None), ("n_embd", int, None),
+        ("batch_size", int, None),
+        ("block_size", int, "context length"),
+        ("n_layer", int, None),
+        ("n_head", int, None),
+        ("n_embd", int, None),
         ("dropout", float, None),
         ("learning_rate", float, "peak learning rate"),
         ("min_lr", float, "learning rate at the end of the cosine decay"),
         ("warmup_iters", int, None),
         ("lr_decay_iters", int, "cosine decay length (default max_iters)"),
-        ("weight_decay", float, None), ("beta2", float, None),
+        ("weight_decay", float, None),
+        ("beta2", float, None),
         ("grad_clip", float, "clip the gradient norm to this (0: off)"),
         ("seed", int, "seed of the init, batches and dropout"),
     ]:
-        p_train.add_argument(f"--{name.replace('_', '-')}", type=kind, metavar="N" if kind is int else "X",
-                             help=description)
+        p_train.add_argument(
+            f"--{name.replace('_', '-')}", type=kind, metavar="N" if kind is int else "X", help=description
+        )
 
     p_sample = commands.add_parser("sample", parents=[common], help="generate text from a checkpoint")
     p_sample.set_defaults(run=run_sample)
@@ -93,8 +114,11 @@ def build_parser():
     p_bench.add_argument("--iters", type=int, default=10, help="timed iterations (the median is reported)")
     p_bench.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     p_bench.add_argument("--json", action="store_true", help="end with one JSON line of the results")
-    p_bench.add_argument("--vs-torch", action="store_true",
-                         help="also time the same model and recipe in PyTorch eager, in this run, and print the ratio")
+    p_bench.add_argument(
+        "--vs-torch",
+        action="store_true",
+        help="also time the same model and recipe in PyTorch eager, in this run, and print the ratio",
+    )
     p_bench.add_argument("--profile", action="store_true", help="print the share of a step spent in each op")
     return parser
 

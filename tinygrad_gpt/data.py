@@ -1,5 +1,6 @@
 """The training text (Tiny Shakespeare by default, any UTF-8 file works), a character-level
 tokenizer, and random (x, y) batches of the train or validation split."""
+
 import hashlib
 import http.client
 import os
@@ -53,8 +54,9 @@ def download(url, dest, sha256):
     data = b"".join(chunks)
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
-        raise DataError(f"the download from {url} has sha256 {digest}, expected {sha256}, "
-                        f"so it was not saved; {HOW_TO_PASS}")
+        raise DataError(
+            f"the download from {url} has sha256 {digest}, expected {sha256}, so it was not saved; {HOW_TO_PASS}"
+        )
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         atomic_write({dest: data})
@@ -73,8 +75,9 @@ def read_text(path):
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"data file {path} is not UTF-8 text (invalid byte at offset {e.start}); "
-                        f"{HOW_TO_PASS}") from None
+        raise DataError(
+            f"data file {path} is not UTF-8 text (invalid byte at offset {e.start}); {HOW_TO_PASS}"
+        ) from None
 
 
 class CharTokenizer:
@@ -127,14 +130,15 @@ def load_dataset(path, block_size, tokenizer=None):
     With a tokenizer (a resumed run's vocabulary), the text must use only its characters."""
     text = read_text(path)
     if tokenizer is not None and (unknown := tokenizer.unknown_chars(text)):
-        raise DataError(f"data file {path} has characters the checkpoint's vocabulary lacks: "
-                        f"{format_chars(unknown)}")
+        raise DataError(f"data file {path} has characters the checkpoint's vocabulary lacks: {format_chars(unknown)}")
     dataset = CharDataset(text, tokenizer)
     shortest = min(len(ids) for ids in dataset.splits.values())
     if shortest < block_size + 1:
-        raise DataError(f"data file {path} is too short: {len(text)} characters, but each split "
-                        f"(first 90% train, last 10% val) needs at least block_size + 1 = {block_size + 1}; "
-                        f"use a longer text or a smaller --block-size")
+        raise DataError(
+            f"data file {path} is too short: {len(text)} characters, but each split "
+            f"(first 90% train, last 10% val) needs at least block_size + 1 = {block_size + 1}; "
+            f"use a longer text or a smaller --block-size"
+        )
     return dataset
 
 

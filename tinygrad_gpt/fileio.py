@@ -1,4 +1,5 @@
 """Crash-safe file replacement, shared by the data cache and the checkpoints."""
+
 import contextlib
 import os
 import tempfile

@@ -3,6 +3,7 @@
 Parameter names and shapes are Hugging Face GPT-2's, weights stored (in, out) as in its Conv1D.
 The lm head shares wte's matrix: logits = x @ wte.T.
 """
+
 import math
 from dataclasses import dataclass
 
@@ -51,8 +52,8 @@ class KVCache:
     def append(self, k, v):
         """Store k, v (B, nh, T, hs) after the cached positions; return all of them so far."""
         end = self.length + k.shape[2]
-        self.k[:, :, self.length:end] = k.data
-        self.v[:, :, self.length:end] = v.data
+        self.k[:, :, self.length : end] = k.data
+        self.v[:, :, self.length : end] = v.data
         self.length = end
         return Tensor(self.k[:, :, :end]), Tensor(self.v[:, :, :end])
 
@@ -63,8 +64,9 @@ class CausalSelfAttention(Module):
         # query, key, value projections for all heads in one matmul
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias, rng=rng)
         # residual projections get a smaller init: n_layer * 2 of them add up on the residual stream
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias, rng=rng,
-                             std=0.02 / math.sqrt(2 * config.n_layer))
+        self.c_proj = Linear(
+            config.n_embd, config.n_embd, bias=config.bias, rng=rng, std=0.02 / math.sqrt(2 * config.n_layer)
+        )
         self.resid_dropout = Dropout(config.dropout)
         self.n_head = config.n_head
         self.dropout = config.dropout
@@ -78,8 +80,7 @@ class CausalSelfAttention(Module):
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)  # (B, nh, T_past + T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
@@ -88,8 +89,9 @@ class MLP(Module):
     def __init__(self, config, rng):
         super().__init__()
         self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias, rng=rng)
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias, rng=rng,
-                             std=0.02 / math.sqrt(2 * config.n_layer))
+        self.c_proj = Linear(
+            4 * config.n_embd, config.n_embd, bias=config.bias, rng=rng, std=0.02 / math.sqrt(2 * config.n_layer)
+        )
         self.dropout = Dropout(config.dropout)
 
     def forward(self, x):
@@ -184,7 +186,7 @@ class GPT(Module):
         for _ in range(max_new_tokens):
             if cache is None or cache[0].length == self.config.block_size:
                 cache = self.new_kv_cache(context.shape[0])
-                step_input = context[:, -self.config.block_size:]
+                step_input = context[:, -self.config.block_size :]
             else:
                 step_input = context[:, -1:]
             logits = self._inference_logits(step_input, cache)

@@ -4,6 +4,7 @@ A Module finds its parameters by walking its attributes: Tensors that require gr
 and lists of Modules (named `h.0`, `h.1`, ... like torch's ModuleList). Initial values are drawn
 on the host from a numpy Generator the caller passes in, so a seed fixes a model on any backend.
 """
+
 import numpy as np
 
 import engine.functional as F
@@ -85,8 +86,11 @@ def load_arrays(targets, source, strict=True):
     ]
     problems = [
         f"{what}: {', '.join(names)}"
-        for what, names in (("missing keys", missing), ("unexpected keys", unexpected),
-                            ("shape mismatches (given != expected)", mismatched))
+        for what, names in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches (given != expected)", mismatched),
+        )
         if names
     ]
     if problems:

@@ -1,4 +1,5 @@
 """AdamW, the learning-rate schedule and gradient clipping, working in place on parameter arrays."""
+
 import math
 
 from engine import backend
@@ -26,10 +27,18 @@ class AdamW:
         self.step_count += 1
         for decayed in (True, False):  # two groups, each one call (one kernel launch on the GPU)
             group = [(name, p) for name, p in self.named_parameters if p.grad is not None and (p.ndim >= 2) == decayed]
-            K.adamw_update_multi([p.data for _, p in group], [p.grad for _, p in group],
-                                 [self.exp_avg[name] for name, _ in group], [self.exp_avg_sq[name] for name, _ in group],
-                                 lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
-                                 weight_decay=self.weight_decay if decayed else 0.0, step=self.step_count)
+            K.adamw_update_multi(
+                [p.data for _, p in group],
+                [p.grad for _, p in group],
+                [self.exp_avg[name] for name, _ in group],
+                [self.exp_avg_sq[name] for name, _ in group],
+                lr=self.lr,
+                beta1=self.beta1,
+                beta2=self.beta2,
+                eps=self.eps,
+                weight_decay=self.weight_decay if decayed else 0.0,
+                step=self.step_count,
+            )
 
     def zero_grad(self):
         for _, p in self.named_parameters:

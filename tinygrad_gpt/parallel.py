@@ -9,6 +9,7 @@ so each shard's backward starts from n_s / N and the gradients simply add up. Th
 part of the arithmetic (sums are rounded in a different order), so TINYGPT_CPU_THREADS pins it;
 1 is the plain single-thread step. Only the numpy backend shards: a GPU runs one stream.
 """
+
 import contextvars
 import functools
 import itertools
@@ -20,7 +21,6 @@ import engine
 from engine import Tensor, backend
 from engine.trace import is_tracing
 from tinygrad_gpt.errors import UsageError
-
 
 # Python's part of a shard's step (a few ms of the cpu preset's 30 here) holds the GIL, so it
 # is not shared out: past a few shards it would dominate the step, and each shard's BLAS has one
@@ -72,8 +72,9 @@ class DataParallel:
     def step(self, x, y, seed):
         n = len(x)
         bounds = [n * s // self.shards for s in range(self.shards + 1)]
-        tasks = [(x[a:b], y[a:b], (b - a) / n, seed * self.shards + s)
-                 for s, (a, b) in enumerate(itertools.pairwise(bounds))]
+        tasks = [
+            (x[a:b], y[a:b], (b - a) / n, seed * self.shards + s) for s, (a, b) in enumerate(itertools.pairwise(bounds))
+        ]
         if self.shards == 1:
             results = [self._shard(*tasks[0])]
         else:

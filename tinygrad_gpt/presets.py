@@ -1,4 +1,5 @@
 """Training configuration: every knob of a run, and the named presets the CLI starts from."""
+
 import math
 from dataclasses import dataclass
 
@@ -33,8 +34,18 @@ class TrainConfig:
     def __post_init__(self):
         if self.lr_decay_iters is None:
             self.lr_decay_iters = self.max_iters
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_iters",
-                     "eval_interval", "eval_iters", "log_interval", "lr_decay_iters"):
+        for name in (
+            "n_layer",
+            "n_head",
+            "n_embd",
+            "block_size",
+            "batch_size",
+            "max_iters",
+            "eval_interval",
+            "eval_iters",
+            "log_interval",
+            "lr_decay_iters",
+        ):
             self._check(name, _is_int, lambda v: v > 0, "a positive integer")
         for name in ("warmup_iters", "seed"):
             self._check(name, _is_int, lambda v: v >= 0, "an integer >= 0")
@@ -60,18 +71,66 @@ def _is_number(value):
 
 # cpu: nanoGPT's shakespeare_char recipe for a laptop; baby: its GPU recipe; tiny: a smoke test.
 PRESETS = {
-    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0,
-                batch_size=12, max_iters=2000, eval_interval=250, eval_iters=20, log_interval=10,
-                learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, lr_decay_iters=None,
-                weight_decay=0.1, beta2=0.99, grad_clip=1.0, seed=1337),
-    "baby": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2,
-                 batch_size=64, max_iters=5000, eval_interval=250, eval_iters=200, log_interval=10,
-                 learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, lr_decay_iters=None,
-                 weight_decay=0.1, beta2=0.99, grad_clip=1.0, seed=1337),
-    "tiny": dict(n_layer=2, n_head=2, n_embd=32, block_size=32, dropout=0.0,
-                 batch_size=8, max_iters=100, eval_interval=50, eval_iters=5, log_interval=10,
-                 learning_rate=3e-3, min_lr=3e-4, warmup_iters=10, lr_decay_iters=None,
-                 weight_decay=0.1, beta2=0.99, grad_clip=1.0, seed=1337),
+    "cpu": dict(
+        n_layer=4,
+        n_head=4,
+        n_embd=128,
+        block_size=64,
+        dropout=0.0,
+        batch_size=12,
+        max_iters=2000,
+        eval_interval=250,
+        eval_iters=20,
+        log_interval=10,
+        learning_rate=1e-3,
+        min_lr=1e-4,
+        warmup_iters=100,
+        lr_decay_iters=None,
+        weight_decay=0.1,
+        beta2=0.99,
+        grad_clip=1.0,
+        seed=1337,
+    ),
+    "baby": dict(
+        n_layer=6,
+        n_head=6,
+        n_embd=384,
+        block_size=256,
+        dropout=0.2,
+        batch_size=64,
+        max_iters=5000,
+        eval_interval=250,
+        eval_iters=200,
+        log_interval=10,
+        learning_rate=1e-3,
+        min_lr=1e-4,
+        warmup_iters=100,
+        lr_decay_iters=None,
+        weight_decay=0.1,
+        beta2=0.99,
+        grad_clip=1.0,
+        seed=1337,
+    ),
+    "tiny": dict(
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        block_size=32,
+        dropout=0.0,
+        batch_size=8,
+        max_iters=100,
+        eval_interval=50,
+        eval_iters=5,
+        log_interval=10,
+        learning_rate=3e-3,
+        min_lr=3e-4,
+        warmup_iters=10,
+        lr_decay_iters=None,
+        weight_decay=0.1,
+        beta2=0.99,
+        grad_clip=1.0,
+        seed=1337,
+    ),
 }
 
 

@@ -1,4 +1,5 @@
 """Text from a trained checkpoint, printed character by character as it is generated."""
+
 import sys
 from pathlib import Path
 
@@ -7,8 +8,9 @@ from tinygrad_gpt.data import CharTokenizer, format_chars
 from tinygrad_gpt.errors import UsageError
 
 
-def sample(out_dir="out", prompt=None, max_new_tokens=500, temperature=0.8, top_k=40, seed=1, best=False,
-           file=sys.stdout):
+def sample(
+    out_dir="out", prompt=None, max_new_tokens=500, temperature=0.8, top_k=40, seed=1, best=False, file=sys.stdout
+):
     """Continue `prompt` with max_new_tokens characters from out_dir's checkpoint (or its best/),
     writing the prompt and then each new character to `file` as soon as it exists. Without a
     prompt: a newline, or the vocabulary's first character if the text had no newline."""
@@ -29,7 +31,7 @@ def sample(out_dir="out", prompt=None, max_new_tokens=500, temperature=0.8, top_
     if unknown := tokenizer.unknown_chars(prompt):
         raise UsageError(f"the prompt has characters the model's vocabulary lacks: {format_chars(unknown)}")
     model = load_model(checkpoint)
-    context = tokenizer.encode(prompt)[None, -model.config.block_size:]  # (1, T)
+    context = tokenizer.encode(prompt)[None, -model.config.block_size :]  # (1, T)
     file.write(prompt)
     for token in model.stream(context, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed):
         file.write(tokenizer.decode(token))

@@ -7,6 +7,7 @@ batches come from their own fixed streams. So a run resumed from
 a checkpoint at step s replays exactly what the uninterrupted run would have done. (Batches are
 drawn on the host, the same on both backends; dropout masks come from the backend's generator.)
 """
+
 import json
 import math
 import shlex
@@ -19,8 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine import backend, no_grad
-from tinygrad_gpt.checkpoint import (BEST_DIR, CONFIG_FILE, load_model, load_optimizer, read_checkpoint,
-                                     save_checkpoint)
+from tinygrad_gpt.checkpoint import BEST_DIR, CONFIG_FILE, load_model, load_optimizer, read_checkpoint, save_checkpoint
 from tinygrad_gpt.data import CharTokenizer, load_dataset, resolve_data_path
 from tinygrad_gpt.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from tinygrad_gpt.fileio import atomic_write
@@ -60,8 +60,7 @@ def train(config, out_dir="out", data=None, resume=False):
     out_dir = Path(out_dir)
     checkpoint = read_checkpoint(out_dir) if resume else None
     if not resume and (out_dir / CONFIG_FILE).exists():
-        raise UsageError(f"{out_dir} already holds a checkpoint; continue it with --resume, "
-                         f"or pick another --out-dir")
+        raise UsageError(f"{out_dir} already holds a checkpoint; continue it with --resume, or pick another --out-dir")
     path = resolve_data_path(data)
     dataset = load_dataset(path, config.block_size, CharTokenizer(checkpoint.vocab) if checkpoint else None)
     vocab = dataset.tokenizer.vocab
@@ -77,25 +76,28 @@ def train(config, out_dir="out", data=None, resume=False):
         except ValueError as e:
             raise UsageError(f"invalid config: {e}") from None
         step, best_val_loss = 0, None
-    optimizer = AdamW(model.named_parameters(), lr=config.learning_rate, betas=(0.9, config.beta2),
-                      weight_decay=config.weight_decay)
+    optimizer = AdamW(
+        model.named_parameters(), lr=config.learning_rate, betas=(0.9, config.beta2), weight_decay=config.weight_decay
+    )
     if checkpoint:
         load_optimizer(checkpoint, optimizer)
     out_dir.mkdir(parents=True, exist_ok=True)
     _keep_log_until(out_dir / LOG_FILE, step)  # also finds an unwritable out-dir before any training
     if step >= config.max_iters:
-        print(f"{out_dir} is already at step {step} >= max_iters {config.max_iters}; "
-              f"pass a larger --max-iters to go on")
+        print(
+            f"{out_dir} is already at step {step} >= max_iters {config.max_iters}; pass a larger --max-iters to go on"
+        )
         return
 
     shards = default_shards(config.batch_size)
     threads = f", {shards} threads" if shards > 1 else ""
-    print(f"{'resuming at step ' + str(step) if checkpoint else 'training'}: {model.num_params():,} parameters "
-          f"on {backend.name()}{threads}, data {path} (vocab {len(vocab)}), checkpoints in {out_dir}")
+    print(
+        f"{'resuming at step ' + str(step) if checkpoint else 'training'}: {model.num_params():,} parameters "
+        f"on {backend.name()}{threads}, data {path} (vocab {len(vocab)}), checkpoints in {out_dir}"
+    )
 
     def save(directory, with_optimizer):
-        save_checkpoint(directory, model, vocab, config, step, best_val_loss,
-                        optimizer if with_optimizer else None)
+        save_checkpoint(directory, model, vocab, config, step, best_val_loss, optimizer if with_optimizer else None)
 
     model.train()
     xp = backend.get_xp()
@@ -126,9 +128,11 @@ def train(config, out_dir="out", data=None, resume=False):
                 flags = backend.to_numpy(xp.stack(finite_flags))
                 if not flags.all():
                     bad_step = synced_step + int(np.argmin(flags))
-                    raise TrainingDiverged(f"loss or gradient norm is not finite at step {bad_step}; stopped "
-                                           f"(try a lower --learning-rate); the last checkpoint in {out_dir} "
-                                           f"is left as it was")
+                    raise TrainingDiverged(
+                        f"loss or gradient norm is not finite at step {bad_step}; stopped "
+                        f"(try a lower --learning-rate); the last checkpoint in {out_dir} "
+                        f"is left as it was"
+                    )
                 now = time.time()
                 tokens_per_s = (step - synced_step) * tokens_per_step / (now - synced_time)
                 bar.set_postfix({"loss": f"{loss.item():.4f}", "tok/s": f"{tokens_per_s:,.0f}"})
@@ -136,10 +140,17 @@ def train(config, out_dir="out", data=None, resume=False):
             if evaluate:
                 losses = estimate_loss(model, dataset, config)
                 if not all(map(math.isfinite, losses.values())):
-                    raise TrainingDiverged(f"the eval loss is not finite at step {step}; stopped; the last "
-                                           f"checkpoint in {out_dir} is left as it was")
-                record = dict(step=step, train_loss=losses["train"], val_loss=losses["val"], lr=lr,
-                              elapsed_s=round(time.time() - start, 3))
+                    raise TrainingDiverged(
+                        f"the eval loss is not finite at step {step}; stopped; the last "
+                        f"checkpoint in {out_dir} is left as it was"
+                    )
+                record = dict(
+                    step=step,
+                    train_loss=losses["train"],
+                    val_loss=losses["val"],
+                    lr=lr,
+                    elapsed_s=round(time.time() - start, 3),
+                )
                 bar.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 with open(out_dir / LOG_FILE, "a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -153,10 +164,13 @@ def train(config, out_dir="out", data=None, resume=False):
             if interrupted and step < config.max_iters:
                 if not evaluate:
                     save(out_dir, with_optimizer=True)
-                command = shlex.join(["tinygpt", "train", "--out-dir", str(out_dir), "--resume"]
-                                     + (["--data", str(data)] if data else []))
-                raise TrainingInterrupted(f"interrupted at step {step}; checkpoint saved in {out_dir}; "
-                                          f"resume with: {command}")
+                command = shlex.join(
+                    ["tinygpt", "train", "--out-dir", str(out_dir), "--resume"]
+                    + (["--data", str(data)] if data else [])
+                )
+                raise TrainingInterrupted(
+                    f"interrupted at step {step}; checkpoint saved in {out_dir}; resume with: {command}"
+                )
 
     _plot_losses(out_dir)
     # id 0 is the smallest character, a newline in most texts
@@ -167,8 +181,10 @@ def train(config, out_dir="out", data=None, resume=False):
 def _check_same_model(config, saved):
     for name in MODEL_FIELDS:
         if getattr(config, name) != getattr(saved, name):
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)} differs from the checkpoint's "
-                             f"{getattr(saved, name)}; a resumed run keeps its model")
+            raise UsageError(
+                f"--{name.replace('_', '-')} {getattr(config, name)} differs from the checkpoint's "
+                f"{getattr(saved, name)}; a resumed run keeps its model"
+            )
 
 
 @no_grad()

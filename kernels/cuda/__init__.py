@@ -8,6 +8,7 @@ in front, and kept for the process (CuPy also caches the binary on disk). CuPy i
 inside functions: importing this package works on machines without it.
 docs/cuda_kernels.md explains each kernel's thread mapping.
 """
+
 import functools
 import math
 import pathlib
@@ -107,9 +108,11 @@ def layernorm_forward(x, weight, bias, eps=1e-5):
     y = _empty(x.shape, x.dtype)
     mean = _empty(x.shape[:-1] + (1,), x.dtype)
     rstd = _empty(x.shape[:-1] + (1,), x.dtype)
-    _launch_rows(_kernel("layernorm", f"layernorm_forward_{suffix}"), rows,
-                 (x, _or_null(weight), _or_null(bias), y, mean, rstd,
-                  numpy.int64(rows), numpy.int64(C), x.dtype.type(eps)))
+    _launch_rows(
+        _kernel("layernorm", f"layernorm_forward_{suffix}"),
+        rows,
+        (x, _or_null(weight), _or_null(bias), y, mean, rstd, numpy.int64(rows), numpy.int64(C), x.dtype.type(eps)),
+    )
     return y, mean, rstd
 
 
@@ -117,8 +120,14 @@ def layernorm_backward(dy, x, weight, mean, rstd):
     C = x.shape[-1]
     shared = 2 * C * x.dtype.itemsize  # the block's dweight and dbias sums
     suffix = _suffix(dy, x, mean, rstd, *([] if weight is None else [weight]))
-    if (suffix is None or dy.shape != x.shape or mean.size * C != x.size or rstd.size != mean.size
-            or (weight is not None and weight.shape != (C,)) or shared > _MAX_SHARED):
+    if (
+        suffix is None
+        or dy.shape != x.shape
+        or mean.size * C != x.size
+        or rstd.size != mean.size
+        or (weight is not None and weight.shape != (C,))
+        or shared > _MAX_SHARED
+    ):
         return xp_layernorm.layernorm_backward(dy, x, weight, mean, rstd)
     dy, x, mean, rstd = (_contiguous(a) for a in (dy, x, mean, rstd))
     weight = None if weight is None else _contiguous(weight)
@@ -128,10 +137,11 @@ def layernorm_backward(dy, x, weight, mean, rstd):
     dweight_part = _empty((blocks, C), x.dtype)  # one partial sum per block
     dbias_part = _empty((blocks, C), x.dtype)
     _kernel("layernorm", f"layernorm_backward_{suffix}")(
-        (blocks,), (_BLOCK,),
-        (dy, x, _or_null(weight), mean, rstd, dx, dweight_part, dbias_part,
-         numpy.int64(rows), numpy.int64(C)),
-        shared_mem=shared)
+        (blocks,),
+        (_BLOCK,),
+        (dy, x, _or_null(weight), mean, rstd, dx, dweight_part, dbias_part, numpy.int64(rows), numpy.int64(C)),
+        shared_mem=shared,
+    )
     return dx, dweight_part.sum(axis=0), dbias_part.sum(axis=0)
 
 
@@ -142,15 +152,13 @@ def _rows_kernel(name, reference, arrays, axis):
     """Run softmax.cu's `name` over the rows of the last axis: arrays are the inputs, one output."""
     suffix = _suffix(*arrays)
     first = arrays[0]
-    if (suffix is None or axis not in (-1, first.ndim - 1)
-            or any(a.shape != first.shape for a in arrays)):
+    if suffix is None or axis not in (-1, first.ndim - 1) or any(a.shape != first.shape for a in arrays):
         return reference(*arrays, axis=axis)
     arrays = [_contiguous(a) for a in arrays]
     C = first.shape[-1]
     rows = first.size // C
     out = _empty(first.shape, first.dtype)
-    _launch_rows(_kernel("softmax", f"{name}_{suffix}"), rows,
-                 (*arrays, out, numpy.int64(rows), numpy.int64(C)))
+    _launch_rows(_kernel("softmax", f"{name}_{suffix}"), rows, (*arrays, out, numpy.int64(rows), numpy.int64(C)))
     return out
 
 
@@ -192,8 +200,11 @@ def cross_entropy_forward(logits, targets):
     N, C = logits.shape
     row_loss = _empty((N,), logits.dtype)
     lse = _empty((N, 1), logits.dtype)
-    _launch_rows(_kernel("cross_entropy", f"cross_entropy_forward_{suffix}"), N,
-                 (logits, t, row_loss, lse, numpy.int64(N), numpy.int64(C)))
+    _launch_rows(
+        _kernel("cross_entropy", f"cross_entropy_forward_{suffix}"),
+        N,
+        (logits, t, row_loss, lse, numpy.int64(N), numpy.int64(C)),
+    )
     return row_loss.mean(), lse
 
 
@@ -208,8 +219,11 @@ def cross_entropy_backward(dloss, logits, targets, lse):
     dloss = cupy.asarray(dloss, dtype=logits.dtype)  # the kernel reads it on the GPU: no sync
     N, C = logits.shape
     dlogits = _empty(logits.shape, logits.dtype)
-    _launch_elementwise(_kernel("cross_entropy", f"cross_entropy_backward_{suffix}"), logits.size,
-                        (dloss, logits, t, lse, dlogits, numpy.int64(N), numpy.int64(C)))
+    _launch_elementwise(
+        _kernel("cross_entropy", f"cross_entropy_backward_{suffix}"),
+        logits.size,
+        (dloss, logits, t, lse, dlogits, numpy.int64(N), numpy.int64(C)),
+    )
     return dlogits
 
 
@@ -233,8 +247,7 @@ def gelu_backward(dy, x, tanh_u=None):
         return xp_gelu.gelu_backward(dy, x, tanh_u)
     dy, x = _contiguous(dy), _contiguous(x)
     dx = _empty(x.shape, x.dtype)
-    _launch_elementwise(_kernel("gelu", f"gelu_backward_{suffix}"), x.size,
-                        (dy, x, dx, numpy.int64(x.size)))
+    _launch_elementwise(_kernel("gelu", f"gelu_backward_{suffix}"), x.size, (dy, x, dx, numpy.int64(x.size)))
     return dx
 
 
@@ -248,8 +261,11 @@ def dropout_mask(uniform, p):
     uniform = _contiguous(uniform)
     mask = _empty(uniform.shape, uniform.dtype)
     t = uniform.dtype.type
-    _launch_elementwise(_kernel("dropout", f"dropout_mask_{suffix}"), uniform.size,
-                        (uniform, mask, t(p), t(1.0 / (1.0 - p)), numpy.int64(uniform.size)))
+    _launch_elementwise(
+        _kernel("dropout", f"dropout_mask_{suffix}"),
+        uniform.size,
+        (uniform, mask, t(p), t(1.0 / (1.0 - p)), numpy.int64(uniform.size)),
+    )
     return mask
 
 
@@ -259,29 +275,54 @@ def dropout_mask(uniform, p):
 def _adamw_scalars(dtype, lr, beta1, beta2, eps, weight_decay, step):
     """The step's constants, folded in double precision and then rounded once, like the reference."""
     t = dtype.type
-    return (t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(eps), t(1.0 - lr * weight_decay),
-            t(lr / (1.0 - beta1**step)), t(1.0 - beta2**step))
+    return (
+        t(beta1),
+        t(1.0 - beta1),
+        t(beta2),
+        t(1.0 - beta2),
+        t(eps),
+        t(1.0 - lr * weight_decay),
+        t(lr / (1.0 - beta1**step)),
+        t(1.0 - beta2**step),
+    )
 
 
 def _adamw_fits(param, grad, exp_avg, exp_avg_sq):
     """The kernels update in place, so the state must be contiguous and shaped like param."""
     arrays = (param, grad, exp_avg, exp_avg_sq)
-    return _suffix(*arrays) is not None and all(
-        a.shape == param.shape and a.flags.c_contiguous for a in arrays)
+    return _suffix(*arrays) is not None and all(a.shape == param.shape and a.flags.c_contiguous for a in arrays)
 
 
 def adamw_update(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, weight_decay, step):
     if not _adamw_fits(param, grad, exp_avg, exp_avg_sq):
-        return xp_adamw.adamw_update(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
-                                     eps=eps, weight_decay=weight_decay, step=step)
+        return xp_adamw.adamw_update(
+            param,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            weight_decay=weight_decay,
+            step=step,
+        )
     suffix = _SUFFIX[param.dtype]
-    _launch_elementwise(_kernel("adamw", f"adamw_update_{suffix}"), param.size,
-                        (param, grad, exp_avg, exp_avg_sq, numpy.int64(param.size),
-                         *_adamw_scalars(param.dtype, lr, beta1, beta2, eps, weight_decay, step)))
+    _launch_elementwise(
+        _kernel("adamw", f"adamw_update_{suffix}"),
+        param.size,
+        (
+            param,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+            numpy.int64(param.size),
+            *_adamw_scalars(param.dtype, lr, beta1, beta2, eps, weight_decay, step),
+        ),
+    )
 
 
-def adamw_update_multi(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay,
-                       step):
+def adamw_update_multi(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay, step):
     """adamw_update over lists of arrays (one hyper-parameter set) in a single kernel launch.
 
     The arrays' addresses and sizes travel in one small table copied to the GPU per call. Lists
@@ -303,10 +344,13 @@ def adamw_update_multi(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2
     for column, group in enumerate(groups):
         for row, a in enumerate(group):
             table[row * count + column] = a.data.ptr
-    table[4 * count:] = numpy.cumsum([0] + [p.size for p in params])
+    table[4 * count :] = numpy.cumsum([0] + [p.size for p in params])
     total = int(table[-1])
-    _launch_elementwise(_kernel("adamw", f"adamw_update_multi_{_SUFFIX[dtype]}"), total,
-                        (cupy.asarray(table), numpy.int64(count), *_adamw_scalars(dtype, **hyper)))
+    _launch_elementwise(
+        _kernel("adamw", f"adamw_update_multi_{_SUFFIX[dtype]}"),
+        total,
+        (cupy.asarray(table), numpy.int64(count), *_adamw_scalars(dtype, **hyper)),
+    )
 
 
 # --- attention ----------------------------------------------------------------------------------
@@ -340,8 +384,16 @@ def _strides(a):
 
 def _flash_args(q, k, v):
     _, H, Tq, hd = q.shape
-    return (numpy.int64(H), numpy.int64(Tq), numpy.int64(k.shape[2]), numpy.int64(hd),
-            *_strides(q), *_strides(k), *_strides(v), numpy.float32(1.0 / math.sqrt(hd)))
+    return (
+        numpy.int64(H),
+        numpy.int64(Tq),
+        numpy.int64(k.shape[2]),
+        numpy.int64(hd),
+        *_strides(q),
+        *_strides(k),
+        *_strides(v),
+        numpy.float32(1.0 / math.sqrt(hd)),
+    )
 
 
 def _flash_grid(B, H, T, lanes):
@@ -367,8 +419,10 @@ def attention_forward(q, k, v, is_causal=True, dropout_mask=None):
         out = _empty(q.shape, q.dtype)
         lse = _empty((B, H, Tq), q.dtype)
         _kernel("flash_attention", f"flash_forward_g{lanes}")(
-            _flash_grid(B, H, Tq, lanes), (_FLASH_THREADS,),
-            (q, k, v, out, lse, *_flash_args(q, k, v), numpy.int64(is_causal)))
+            _flash_grid(B, H, Tq, lanes),
+            (_FLASH_THREADS,),
+            (q, k, v, out, lse, *_flash_args(q, k, v), numpy.int64(is_causal)),
+        )
         return out, FlashSaved(out, lse, bool(is_causal))
 
     # Fused path: cuBLAS for the products, one kernel for scale + mask + softmax (+ dropout).
@@ -377,10 +431,20 @@ def attention_forward(q, k, v, is_causal=True, dropout_mask=None):
     rows = att.size // Tk
     mask = None if dropout_mask is None else _dense_mask(dropout_mask, att)
     p = None if mask is None else _empty(att.shape, att.dtype)
-    _launch_rows(_kernel("attention", f"attention_softmax_{suffix}"), rows,
-                 (att, _or_null(p), _or_null(mask), numpy.int64(rows), numpy.int64(Tq),
-                  numpy.int64(Tk), att.dtype.type(1.0 / math.sqrt(q.shape[-1])),
-                  numpy.int64(is_causal)))
+    _launch_rows(
+        _kernel("attention", f"attention_softmax_{suffix}"),
+        rows,
+        (
+            att,
+            _or_null(p),
+            _or_null(mask),
+            numpy.int64(rows),
+            numpy.int64(Tq),
+            numpy.int64(Tk),
+            att.dtype.type(1.0 / math.sqrt(q.shape[-1])),
+            numpy.int64(is_causal),
+        ),
+    )
     return (att if p is None else p) @ v, att
 
 
@@ -396,11 +460,11 @@ def attention_backward(dout, q, k, v, saved, dropout_mask=None):
         dq, dk, dv = _empty(q.shape, q.dtype), _empty(k.shape, k.dtype), _empty(v.shape, v.dtype)
         args = (*_flash_args(q, k, v), numpy.int64(saved.is_causal))
         _kernel("flash_attention", f"flash_backward_dq_g{lanes}")(
-            _flash_grid(B, H, Tq, lanes), (_FLASH_THREADS,),
-            (q, k, v, saved.out, dout, saved.lse, delta, dq, *args))
+            _flash_grid(B, H, Tq, lanes), (_FLASH_THREADS,), (q, k, v, saved.out, dout, saved.lse, delta, dq, *args)
+        )
         _kernel("flash_attention", f"flash_backward_dkdv_g{lanes}")(
-            _flash_grid(B, H, k.shape[2], lanes), (_FLASH_THREADS,),
-            (q, k, v, dout, saved.lse, delta, dk, dv, *args))
+            _flash_grid(B, H, k.shape[2], lanes), (_FLASH_THREADS,), (q, k, v, dout, saved.lse, delta, dk, dv, *args)
+        )
         return dq, dk, dv
 
     suffix = _suffix(dout, q, k, v, saved)
@@ -412,7 +476,16 @@ def attention_backward(dout, q, k, v, saved, dropout_mask=None):
     dv = p.swapaxes(-1, -2) @ dout
     ds = dout @ v.swapaxes(-1, -2)  # dP, turned into dS in place
     rows = ds.size // ds.shape[-1]
-    _launch_rows(_kernel("attention", f"attention_softmax_backward_{suffix}"), rows,
-                 (ds, att, _or_null(mask), numpy.int64(rows), numpy.int64(ds.shape[-1]),
-                  att.dtype.type(1.0 / math.sqrt(q.shape[-1]))))
+    _launch_rows(
+        _kernel("attention", f"attention_softmax_backward_{suffix}"),
+        rows,
+        (
+            ds,
+            att,
+            _or_null(mask),
+            numpy.int64(rows),
+            numpy.int64(ds.shape[-1]),
+            att.dtype.type(1.0 / math.sqrt(q.shape[-1])),
+        ),
+    )
     return ds @ k, ds.swapaxes(-1, -2) @ q, dv
