@@ -91,8 +91,9 @@ def to_numpy(array):
     return array.get() if xp_of(array) is not numpy else numpy.asarray(array)
 
 
-def _keep_freed_host_memory():
-    """Let glibc keep freed large blocks for reuse instead of unmapping them at once.
+def keep_freed_host_memory():
+    """Let glibc keep freed large blocks for reuse instead of unmapping them at once (Linux only;
+    the process's malloc setting changes, so training calls this explicitly; importing does not).
 
     By default a block over 128 KiB is mmap'ed and given back to the OS when freed, so every
     fresh temporary of an activation pays its page faults again, and numpy makes many. With
@@ -107,9 +108,6 @@ def _keep_freed_host_memory():
     m_trim_threshold, m_mmap_threshold = -1, -3
     libc.mallopt(m_mmap_threshold, 1 << 30)
     libc.mallopt(m_trim_threshold, 1 << 30)
-
-
-_keep_freed_host_memory()
 
 
 def synchronize():

@@ -1,50 +1,41 @@
-"""Which implementation of a kernel runs: the CUDA one on GPU arrays, else the xp reference.
+"""Which rung of the kernel ladder (kernels/rungs.py) the ops run: plain, fast or cuda.
 
-`K.layernorm_forward(x, ...)` looks at its first argument (or the first array of a list): a cupy array gets
-`kernels.cuda.layernorm_forward` when that exists, unless TINYGPT_KERNELS=xp forces the
-reference (for study and debugging). Everything else gets the function in `kernels/`.
+`set_kernels(name)` or the environment variable TINYGPT_KERNELS chooses for the whole process.
+The default is cuda, the fastest there is: the hand-written CUDA kernels on GPU arrays and the
+fast ones elsewhere. plain runs the textbook kernels everywhere, for study and as the reference;
+fast runs the fast NumPy/CuPy kernels on the GPU too, to tell a CUDA kernel's bug from the math's.
 """
 
 import os
 
-from kernels import adamw, attention, cross_entropy, dropout, embedding, gelu, layernorm, matmul, softmax
+import numpy
+
+from engine.backend import BackendError
 from kernels.array_module import xp_of
+from kernels.rungs import CUDA, FAST, RUNGS
 
-_REFERENCE_MODULES = (adamw, attention, cross_entropy, dropout, embedding, gelu, layernorm, matmul, softmax)
-
-
-def _reference(name):
-    for module in _REFERENCE_MODULES:
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise AttributeError(f"no kernel named {name!r}")
+_chosen = None  # the Rung set by set_kernels, or None: read TINYGPT_KERNELS on first use
 
 
-def _cuda_for(name, array):
-    """kernels.cuda's `name` for a cupy array (unless TINYGPT_KERNELS=xp or it has none), else None."""
-    if xp_of(array).__name__ != "cupy" or os.environ.get("TINYGPT_KERNELS", "") == "xp":
-        return None
-    from kernels import cuda
-
-    return getattr(cuda, name, None)
-
-
-def pick(name, array):
-    """The implementation of kernel `name` for arrays like `array`."""
-    return _cuda_for(name, array) or _reference(name)
+def set_kernels(name=None):
+    """Run the kernels of rung `name` ("plain", "fast" or "cuda") from now on; None: the default,
+    TINYGPT_KERNELS if set, else cuda."""
+    global _chosen
+    name = name or os.environ.get("TINYGPT_KERNELS") or CUDA.name
+    if name not in RUNGS:
+        raise BackendError(f"unknown kernels {name!r} (TINYGPT_KERNELS or --kernels): choose {', '.join(RUNGS)}")
+    _chosen = RUNGS[name]
 
 
-class _Kernels:
-    def __getattr__(self, name):
-        reference = _reference(name)
-
-        def call(first, *args, **kwargs):
-            probe = first[0] if isinstance(first, (list, tuple)) and first else first
-            return (_cuda_for(name, probe) or reference)(first, *args, **kwargs)
-
-        call.__name__ = name
-        setattr(self, name, call)  # later lookups skip __getattr__
-        return call
+def chosen():
+    """The rung chosen for the process (what kernels_for uses on GPU arrays)."""
+    if _chosen is None:
+        set_kernels()
+    return _chosen
 
 
-K = _Kernels()
+def kernels_for(array):
+    """The kernels that run on arrays like `array`: the chosen rung, with fast standing in for
+    cuda on NumPy arrays (no CUDA kernel takes them)."""
+    rung = chosen()
+    return FAST if rung is CUDA and xp_of(array) is numpy else rung

@@ -1,13 +1,16 @@
 """Function: one node of the graph (Chainer's FunctionNode, micrograd's _backward, as a class).
 
-A subclass says two things, in this order, so each op reads as a small story:
-  forward(*arrays)  -> the output array; it stores on `self` what backward will need
-  backward(grad)    -> one gradient per input (None where no gradient flows), each of the
-                       input's own shape, or a shape that broadcasts to it (summed back for it)
-A forward may return a tuple of arrays (split does): each becomes a Tensor, the node runs its
-backward once, after all of them, as backward(*grads), None for an output no gradient reached.
-Inputs that are not Tensors (scalars, index arrays) pass straight through to forward.
-A backward never writes into the gradient it is given: that array may be shared.
+An op subclasses Function and says two things, in this order, so each op reads as a small story:
+  forward(*arrays, **params) -> the output array; it keeps on `self` what backward will need
+  backward(dout)             -> one gradient per input (None where none is needed), each of the
+                                input's own shape or one that broadcasts to it (the engine sums
+                                it back to the input's shape)
+Inputs that are not Tensors (scalars, index arrays) pass straight through to forward; keyword
+parameters (an axis, an epsilon) are named in forward's signature. `self.needs_input_grad[i]`
+says whether input i wants a gradient (torch's name), so forward can skip saving for one that
+does not. A forward may return a tuple of arrays (split does): each becomes a Tensor, and the
+node's backward runs once, after all of them, as backward(*douts), None for an output no
+gradient reached. A backward never writes into the gradient it is given: it may be shared.
 """
 
 import numpy
@@ -19,35 +22,40 @@ from engine.tensor import Tensor, check_same_device
 
 class Function:
     n_outputs = 1
-    outputs_walked = 0  # by backward passes so far; the node is freed once all of them are
-
-    def __init__(self, **params):
-        self.__dict__.update(params)
-        self.inputs = ()
+    outputs_walked = 0  # by backward walks so far; the node lets go of its inputs once all are
 
     @classmethod
     def apply(cls, *inputs, **params):
+        """Run the op on `inputs` (Tensors and plain values) and, when a gradient may flow back
+        through it, record the node that will run its backward."""
         check_same_device(cls.__name__, inputs)
-        # a numpy scalar (np.float64(2.0)) would upcast float32 arrays; a Python scalar does not.
-        # A list operand becomes a Tensor by Tensor()'s rule (float lists are float32).
-        inputs = tuple(
-            x.item() if isinstance(x, numpy.generic) else Tensor(x) if isinstance(x, list) else x for x in inputs
-        )
-        fn = cls(**params)
+        inputs = tuple(_operand(x) for x in inputs)
+        fn = cls()
+        fn.needs_input_grad = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
-        result = timed(cls.__name__, "forward", fn.forward, *arrays)
+        result = timed(cls.__name__, "forward", fn.forward, *arrays, **params)
         outputs = tuple(Tensor._from_array(a) for a in (result if isinstance(result, tuple) else (result,)))
-        if is_grad_enabled() and any(isinstance(x, Tensor) and x.requires_grad for x in inputs):
-            fn.inputs, fn.n_outputs = inputs, len(outputs)
+        if is_grad_enabled() and any(fn.needs_input_grad):
+            # only the inputs a gradient goes to are kept: the walk needs nothing else
+            fn.inputs = tuple(x if needs else None for x, needs in zip(inputs, fn.needs_input_grad))
+            fn.n_outputs = len(outputs)
             for index, out in enumerate(outputs):
                 out.requires_grad, out._ctx, out._output_index = True, fn, index
         return outputs if isinstance(result, tuple) else outputs[0]
 
-    def forward(self, *arrays):
+    def forward(self, *arrays, **params):
         raise NotImplementedError
 
-    def backward(self, *grads):
+    def backward(self, *douts):
         raise NotImplementedError
 
     def __repr__(self):
         return type(self).__name__
+
+
+def _operand(x):
+    """A NumPy scalar becomes a Python one (np.float64(2.0) would upcast float32 arrays; a Python
+    float does not); a list becomes a Tensor by Tensor()'s rule (float lists are float32)."""
+    if isinstance(x, numpy.generic):
+        return x.item()
+    return Tensor(x) if isinstance(x, list) else x

@@ -1,7 +1,7 @@
 """engine.functional: the PyTorch-like functional API (`import engine.functional as F`)."""
 
 from engine import ops_math, ops_nn, ops_shape
-from engine.dispatch import K
+from engine.dispatch import kernels_for
 from engine.random import generator
 from engine.tensor import as_array
 from kernels.array_module import xp_of
@@ -43,7 +43,7 @@ def embedding(idx, weight):
 
 def _mask_for(shape, p, like):
     uniform = generator(xp_of(like)).random(shape, dtype=like.dtype)
-    return K.dropout_mask(uniform, p)
+    return kernels_for(like).dropout_mask(uniform, p)
 
 
 def dropout(x, p=0.5, training=True):
@@ -56,7 +56,7 @@ def dropout(x, p=0.5, training=True):
 
 
 def scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=0.0):
-    """softmax(q k^T / sqrt(hd), causal-masked) @ v on (B, H, T, hd); dropout on the probabilities.
+    """softmax(q k^T / sqrt(hs), causal-masked) @ v on (B, nh, T, hs); dropout on the probabilities.
 
     q may be shorter than k and v (a KV cache): the causal mask is aligned bottom-right, so query i
     of Tq sees keys up to i + Tk - Tq. Pass dropout_p=0 outside training.

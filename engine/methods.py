@@ -1,5 +1,7 @@
-"""Operators and methods of Tensor, each one line that applies the op from engine/ops_*.py."""
+"""Operators and methods of Tensor, each one line that applies the op from engine/ops_*.py; and
+backward(), the walk in engine/autograd.py."""
 
+from engine import autograd
 from engine import functional as F
 from engine.ops_math import Add, Div, Exp, Log, MatMul, Mul, Neg, Pow, Relu, Sqrt, Sub, Tanh
 from engine.ops_reduce import Max, Mean, Sum
@@ -42,6 +44,7 @@ def _split(x, split_size, axis=0):
     return list(Split.apply(x, axis=axis, indices=list(range(split_size, x.shape[axis], split_size))))
 
 
+Tensor.backward = autograd.backward
 Tensor.__add__ = lambda a, b: Add.apply(a, b)
 Tensor.__radd__ = lambda a, b: Add.apply(b, a)
 Tensor.__sub__ = lambda a, b: Sub.apply(a, b)

@@ -1,12 +1,11 @@
 """Elementwise arithmetic, unary math and the matrix product.
 
-Each backward returns gradients of the output's (broadcast) shape; Tensor.backward sums them
+Each backward returns gradients of the output's (broadcast) shape; the backward walk sums them
 back to each input's shape, so broadcasting needs no code here.
 """
 
-from engine.dispatch import K
+from engine.dispatch import kernels_for
 from engine.function import Function
-from engine.tensor import Tensor
 from kernels.array_module import xp_of
 
 
@@ -15,16 +14,16 @@ class Add(Function):
         return a + b
 
     # d(a+b)/da = d(a+b)/db = 1
-    def backward(self, g):
-        return g, g
+    def backward(self, dout):
+        return dout, dout
 
 
 class Sub(Function):
     def forward(self, a, b):
         return a - b
 
-    def backward(self, g):
-        return g, -g
+    def backward(self, dout):
+        return dout, -dout
 
 
 class Mul(Function):
@@ -33,8 +32,8 @@ class Mul(Function):
         return a * b
 
     # d(ab)/da = b, d(ab)/db = a
-    def backward(self, g):
-        return g * self.b, g * self.a
+    def backward(self, dout):
+        return dout * self.b, dout * self.a
 
 
 class Div(Function):
@@ -43,9 +42,9 @@ class Div(Function):
         return a / b
 
     # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
-    def backward(self, g):
-        gb = g / self.b
-        return gb, -gb * self.a / self.b
+    def backward(self, dout):
+        da = dout / self.b
+        return da, -da * self.a / self.b
 
 
 class Pow(Function):
@@ -54,21 +53,21 @@ class Pow(Function):
         self.out = a**b
         return self.out
 
-    # d(a^b)/da = b a^(b-1);  d(a^b)/db = a^b ln a (only needed when b is a tensor)
-    def backward(self, g):
-        a_is_tensor, b_is_tensor = (isinstance(x, Tensor) for x in self.inputs)
-        ga = g * self.b * self.a ** (self.b - 1) if a_is_tensor else None
+    # d(a^b)/da = b a^(b-1);  d(a^b)/db = a^b ln a (only when b is a tensor that wants it)
+    def backward(self, dout):
+        a_wants, b_wants = self.needs_input_grad
+        da = dout * self.b * self.a ** (self.b - 1) if a_wants else None
         xp = xp_of(self.out)
-        gb = g * self.out * xp.log(xp.asarray(self.a, dtype=self.out.dtype)) if b_is_tensor else None
-        return ga, gb
+        db = dout * self.out * xp.log(xp.asarray(self.a, dtype=self.out.dtype)) if b_wants else None
+        return da, db
 
 
 class Neg(Function):
     def forward(self, a):
         return -a
 
-    def backward(self, g):
-        return -g
+    def backward(self, dout):
+        return -dout
 
 
 class Exp(Function):
@@ -77,8 +76,8 @@ class Exp(Function):
         return self.out
 
     # d e^a / da = e^a: the output itself is saved
-    def backward(self, g):
-        return g * self.out
+    def backward(self, dout):
+        return dout * self.out
 
 
 class Log(Function):
@@ -87,8 +86,8 @@ class Log(Function):
         return xp_of(a).log(a)
 
     # d ln a / da = 1/a
-    def backward(self, g):
-        return g / self.a
+    def backward(self, dout):
+        return dout / self.a
 
 
 class Sqrt(Function):
@@ -97,8 +96,8 @@ class Sqrt(Function):
         return self.out
 
     # d sqrt(a)/da = 1 / (2 sqrt(a))
-    def backward(self, g):
-        return g / (2 * self.out)
+    def backward(self, dout):
+        return dout / (2 * self.out)
 
 
 class Tanh(Function):
@@ -107,8 +106,8 @@ class Tanh(Function):
         return self.out
 
     # d tanh(a)/da = 1 - tanh(a)^2
-    def backward(self, g):
-        return g * (1 - self.out * self.out)
+    def backward(self, dout):
+        return dout * (1 - self.out * self.out)
 
 
 class Relu(Function):
@@ -117,28 +116,30 @@ class Relu(Function):
         return a * self.positive
 
     # d relu(a)/da = 1 where a > 0, else 0
-    def backward(self, g):
-        return g * self.positive
+    def backward(self, dout):
+        return dout * self.positive
 
 
 class Gelu(Function):
-    def forward(self, a):
-        y, self.tanh_u = K.gelu_forward(a)  # tanh_u: None where the kernel recomputes it instead
-        self.a = a
-        return y
+    def forward(self, x):
+        self.kernels = kernels_for(x)
+        out, self.saved = self.kernels.gelu_forward(x)
+        self.x = x
+        return out
 
     # derivation above kernels.gelu.gelu_backward
-    def backward(self, g):
-        return K.gelu_backward(g, self.a, self.tanh_u)
+    def backward(self, dout):
+        return self.kernels.gelu_backward(dout, self.x, self.saved)
 
 
 class MatMul(Function):
     """a @ b for operands of at least 2 dimensions (1-D ones are promoted by the caller)."""
 
     def forward(self, a, b):
+        self.kernels = kernels_for(a)
         self.a, self.b = a, b
-        return K.matmul_forward(a, b)
+        return self.kernels.matmul_forward(a, b)
 
     # derivation above kernels.matmul.matmul_backward
-    def backward(self, g):
-        return K.matmul_backward(g, self.a, self.b)
+    def backward(self, dout):
+        return self.kernels.matmul_backward(dout, self.a, self.b)

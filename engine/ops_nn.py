@@ -1,86 +1,96 @@
 """The neural-network ops, each a thin node around its hand-written kernel in kernels/.
 
 The math (forward, backward and the derivation above it) lives in the kernel; these classes only
-say what is saved between the two passes.
+say what is kept between the two passes. Each forward takes its kernels from the rung chosen for
+its arrays (engine/dispatch.py), and its backward uses the same ones: what one rung's forward
+returns for the backward (`saved`) is that rung's business.
 """
 
-from engine.dispatch import K
+from engine.dispatch import kernels_for
 from engine.function import Function
 
 
 class Linear(Function):
     def forward(self, x, weight, bias=None):
+        self.kernels = kernels_for(x)
         self.x, self.weight, self.has_bias = x, weight, bias is not None
-        return K.linear_forward(x, weight, bias)
+        return self.kernels.linear_forward(x, weight, bias)
 
-    def backward(self, g):
-        return K.linear_backward(g, self.x, self.weight, self.has_bias)
+    def backward(self, dout):
+        return self.kernels.linear_backward(dout, self.x, self.weight, self.has_bias)
 
 
 class LayerNorm(Function):
-    def forward(self, x, weight, bias):
-        y, self.mean, self.rstd = K.layernorm_forward(x, weight, bias, self.eps)
+    def forward(self, x, weight, bias, eps):
+        self.kernels = kernels_for(x)
+        out, self.mean, self.rstd = self.kernels.layernorm_forward(x, weight, bias, eps)
         self.x, self.weight = x, weight
-        return y
+        return out
 
-    def backward(self, g):
-        return K.layernorm_backward(g, self.x, self.weight, self.mean, self.rstd)
+    def backward(self, dout):
+        return self.kernels.layernorm_backward(dout, self.x, self.weight, self.mean, self.rstd)
 
 
 class Softmax(Function):
-    def forward(self, x):
-        self.y = K.softmax_forward(x, self.axis)
-        return self.y
+    def forward(self, x, axis):
+        self.kernels, self.axis = kernels_for(x), axis
+        self.out = self.kernels.softmax_forward(x, axis)
+        return self.out
 
-    def backward(self, g):
-        return K.softmax_backward(g, self.y, self.axis)
+    def backward(self, dout):
+        return self.kernels.softmax_backward(dout, self.out, self.axis)
 
 
 class LogSoftmax(Function):
-    def forward(self, x):
-        self.y = K.log_softmax_forward(x, self.axis)
-        return self.y
+    def forward(self, x, axis):
+        self.kernels, self.axis = kernels_for(x), axis
+        self.out = self.kernels.log_softmax_forward(x, axis)
+        return self.out
 
-    def backward(self, g):
-        return K.log_softmax_backward(g, self.y, self.axis)
+    def backward(self, dout):
+        return self.kernels.log_softmax_backward(dout, self.out, self.axis)
 
 
 class CrossEntropy(Function):
     """Mean cross-entropy of logits (N, C) against integer targets (N,)."""
 
     def forward(self, logits, targets):
+        self.kernels = kernels_for(logits)
         self.logits, self.targets = logits, targets
-        loss, self.lse = K.cross_entropy_forward(logits, targets)
+        loss, self.lse = self.kernels.cross_entropy_forward(logits, targets)
         return loss
 
-    def backward(self, g):
-        return K.cross_entropy_backward(g, self.logits, self.targets, self.lse), None
+    def backward(self, dout):
+        return self.kernels.cross_entropy_backward(dout, self.logits, self.targets, self.lse), None
 
 
 class Embedding(Function):
     def forward(self, idx, weight):
+        self.kernels = kernels_for(weight)
         self.idx, self.num_embeddings = idx, weight.shape[0]
-        return K.embedding_forward(idx, weight)
+        return self.kernels.embedding_forward(idx, weight)
 
-    def backward(self, g):
-        return None, K.embedding_backward(g, self.idx, self.num_embeddings)
+    def backward(self, dout):
+        return None, self.kernels.embedding_backward(dout, self.idx, self.num_embeddings)
 
 
 class Dropout(Function):
-    def forward(self, x):
-        return K.dropout_forward(x, self.mask)
+    def forward(self, x, mask):
+        self.kernels, self.mask = kernels_for(x), mask
+        return self.kernels.dropout_forward(x, mask)
 
-    def backward(self, g):
-        return K.dropout_backward(g, self.mask)
+    def backward(self, dout):
+        return self.kernels.dropout_backward(dout, self.mask)
 
 
 class Attention(Function):
-    """Scaled dot-product attention on (B, H, T, hd) as one node: one fused backward."""
+    """Scaled dot-product attention on (B, nh, T, hs) as one node: one fused backward."""
 
-    def forward(self, q, k, v):
-        self.q, self.k, self.v = q, k, v
-        out, self.saved = K.attention_forward(q, k, v, self.is_causal, self.dropout_mask)
+    def forward(self, q, k, v, is_causal, dropout_mask):
+        self.kernels = kernels_for(q)
+        self.q, self.k, self.v, self.dropout_mask = q, k, v, dropout_mask
+        out, self.saved = self.kernels.attention_forward(q, k, v, is_causal, dropout_mask)
         return out
 
-    def backward(self, g):
-        return K.attention_backward(g, self.q, self.k, self.v, self.saved, self.dropout_mask)
+    def backward(self, dout):
+        return self.kernels.attention_backward(dout, self.q, self.k, self.v, self.saved, self.dropout_mask)

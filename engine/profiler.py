@@ -11,11 +11,12 @@ the optimizer, data) shows as the difference between the total and the ops' sum.
 
 import collections
 import contextlib
+import contextvars
 import time
 
 from engine import backend
 
-_active = None  # the Profile being filled, or None
+_active = contextvars.ContextVar("profile", default=None)  # the Profile being filled, per context
 
 
 class Profile:
@@ -39,26 +40,26 @@ class Profile:
 
 @contextlib.contextmanager
 def profile():
-    global _active
-    prof, previous = Profile(), _active
-    _active = prof
+    prof = Profile()
+    token = _active.set(prof)
     start = time.perf_counter()
     try:
         yield prof
     finally:
         backend.synchronize()
         prof.total += time.perf_counter() - start
-        _active = previous
+        _active.reset(token)
 
 
-def timed(op, phase, fn, *args):
-    """fn(*args), its time charged to (op, phase) when profiling."""
-    if _active is None:
-        return fn(*args)
+def timed(op, phase, fn, *args, **kwargs):
+    """fn(*args, **kwargs), its time charged to (op, phase) when profiling."""
+    prof = _active.get()
+    if prof is None:
+        return fn(*args, **kwargs)
     backend.synchronize()
     start = time.perf_counter()
-    out = fn(*args)
+    out = fn(*args, **kwargs)
     backend.synchronize()
-    _active.seconds[op, phase] += time.perf_counter() - start
-    _active.calls[op, phase] += 1
+    prof.seconds[op, phase] += time.perf_counter() - start
+    prof.calls[op, phase] += 1
     return out

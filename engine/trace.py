@@ -1,27 +1,28 @@
 """Trace mode: print each node as backward visits it (op, shapes, gradient in and out).
 
-Turn it on with `with engine.trace():` or the environment variable TINYGPT_TRACE=1. The output is
-a study aid: read it beside the op's backward in engine/ops_*.py.
+Turn it on with `with engine.trace():` or the environment variable TINYGPT_TRACE=1. Like grad mode
+it belongs to the context (each thread its own). The output is a study aid: read it beside the
+op's backward in engine/ops_*.py.
 """
 
 import contextlib
+import contextvars
 import os
 
-_enabled = os.environ.get("TINYGPT_TRACE", "") not in ("", "0")
+_enabled = contextvars.ContextVar("tracing", default=os.environ.get("TINYGPT_TRACE", "") not in ("", "0"))
 
 
 def is_tracing():
-    return _enabled
+    return _enabled.get()
 
 
 @contextlib.contextmanager
 def trace():
-    global _enabled
-    previous, _enabled = _enabled, True
+    token = _enabled.set(True)
     try:
         yield
     finally:
-        _enabled = previous
+        _enabled.reset(token)
 
 
 def _summary(array):
@@ -32,7 +33,10 @@ def _summary(array):
 
 
 def report(fn, out_grads, in_grads):
-    """One visited node: the gradient arriving at each output and leaving for each input."""
+    """While tracing, print one visited node: the gradient arriving at each output and leaving for
+    each input."""
+    if not _enabled.get():
+        return
     lines = []
     for i, g in enumerate(out_grads):
         label = "grad out" if len(out_grads) == 1 else f"grad out {i}"

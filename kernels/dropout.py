@@ -11,7 +11,7 @@ def dropout_forward(x, mask):
     return x * mask
 
 
-# y = x * mask elementwise, so dx = dy * mask: dropped elements pass no gradient, kept ones
+# out = x * mask elementwise, so dx = dout * mask: dropped elements pass no gradient, kept ones
 # pass it scaled by the same 1/(1-p).
-def dropout_backward(dy, mask):
-    return dy * mask
+def dropout_backward(dout, mask):
+    return dout * mask

@@ -11,10 +11,20 @@ def embedding_forward(idx, weight):
 # out[n] = W[idx[n]], so each output row's gradient flows to exactly one row of W, and a row
 # picked k times collects k contributions: dW[v] = sum_{n: idx[n] = v} dout[n]. A scatter-add,
 # not an assignment (an assignment would keep only the last of repeated indices).
-#
-# NumPy's add.at is quick only on a 1-D target (on (V, D) rows it ran 6x slower here), so the
-# scatter goes into the flattened table, where row v's j-th number sits at v * D + j.
 def embedding_backward(dout, idx, num_embeddings):
+    xp = xp_of(dout)
+    dweight = xp.zeros((num_embeddings, dout.shape[-1]), dtype=dout.dtype)
+    xp.add.at(dweight, idx.reshape(-1), dout.reshape(-1, dout.shape[-1]))
+    return dweight
+
+
+# --- fast ---------------------------------------------------------------------------------------
+
+
+def embedding_backward_fast(dout, idx, num_embeddings):
+    """The same scatter-add into the flattened table, where row v's j-th number sits at v * D + j:
+    NumPy's add.at is quick only on a 1-D target (on (V, D) rows it ran 6x slower here). The
+    index array it needs is D times larger than idx."""
     xp = xp_of(dout)
     d = dout.shape[-1]
     dweight = xp.zeros(num_embeddings * d, dtype=dout.dtype)

@@ -1,19 +1,23 @@
-"""Shared test setup: the `backend` fixture runs one test body on every array backend.
+"""Shared test setup: fixtures that run one test body on every backend and every kernel rung.
 
 A test that takes `backend` runs once with numpy and once with cupy (skipped, with the reason,
 where CuPy or a GPU is missing). Choose which run with `pytest --backend {numpy,cupy,all}` or the
 environment variable TINYGPT_TEST_BACKEND; e.g. `pytest --backend cupy` runs only on the GPU.
-Tests that do not take `backend` are untouched.
+A test that takes `rung` runs once per rung of the kernel ladder (plain, fast, and cuda where the
+backend is cupy: on numpy arrays the cuda rung is the fast one, so that run is deselected).
+Tests that take neither are untouched.
 """
 
 import functools
 import os
 
 import pytest
-from tiny_runs import write_corpus
 
 import engine
 import engine.backend
+import engine.dispatch
+from kernels.rungs import CUDA, RUNGS
+from tiny_runs import write_corpus
 
 BACKENDS = ("numpy", "cupy")
 CHOICES = BACKENDS + ("all",)
@@ -38,6 +42,17 @@ def _chosen_backends(config):
 def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames:
         metafunc.parametrize("backend", [_param(name) for name in _chosen_backends(metafunc.config)], indirect=True)
+    if "rung" in metafunc.fixturenames:
+        metafunc.parametrize("rung", list(RUNGS), indirect=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Drop the cuda-rung runs of tests that do not run on cupy (they would repeat the fast ones)."""
+    params = [getattr(item, "callspec", None) and item.callspec.params for item in items]
+    repeats = [p and p.get("rung") == CUDA.name and p.get("backend") != "cupy" for p in params]
+    if any(repeats):
+        config.hook.pytest_deselected(items=[item for item, drop in zip(items, repeats) if drop])
+        items[:] = [item for item, drop in zip(items, repeats) if not drop]
 
 
 def _param(name):
@@ -76,6 +91,15 @@ def backend(request):
     engine.set_backend(request.param)
     yield request.param
     engine.set_backend(previous)
+
+
+@pytest.fixture
+def rung(request):
+    """The kernel rung's name, chosen for the test's duration; the previous choice comes back after."""
+    previous = engine.dispatch.chosen()
+    engine.set_kernels(request.param)
+    yield request.param
+    engine.set_kernels(previous.name)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import pytest
 import safetensors.numpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tiny_runs import tiny_config
 
 import engine
 from engine import backend
+from tiny_runs import tiny_config
 from tinygrad_gpt import fileio
 from tinygrad_gpt.checkpoint import (
     CONFIG_FILE,

@@ -5,9 +5,9 @@ import shutil
 import subprocess
 
 import pytest
-from tiny_runs import TINY_FLAGS, assert_one_line_error, tinygpt
 
 import engine
+from tiny_runs import TINY_FLAGS, assert_one_line_error, tinygpt
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import zlib
 import numpy as np
 import pytest
 
+import engine
+from helpers import assert_close, normal
 from kernels import adamw, attention, cross_entropy, cuda, dropout, gelu, layernorm, softmax
 
 cupy = pytest.importorskip("cupy", reason="the CUDA kernels need CuPy")
@@ -30,6 +32,15 @@ WIDTHS = [1, 65, 384, 1000]
 
 
 @pytest.fixture(autouse=True)
+def on_cupy():
+    """Test arrays (helpers.normal) are made on the GPU."""
+    previous = engine.backend.name()
+    engine.set_backend("cupy")
+    yield
+    engine.set_backend(previous)
+
+
+@pytest.fixture(autouse=True)
 def poison(monkeypatch):
     monkeypatch.setattr(cuda, "_empty", lambda shape, dtype: cupy.full(shape, cupy.nan, dtype=dtype))
 
@@ -38,21 +49,6 @@ def poison(monkeypatch):
 def rng(request):
     """Fresh random inputs for each test, reproducible from the test's id."""
     return np.random.default_rng(zlib.crc32(request.node.name.encode()))
-
-
-def randn(rng, shape, dtype=np.float32, scale=1.0):
-    return cupy.asarray((rng.standard_normal(shape) * scale).astype(dtype))
-
-
-def assert_close(got, want, rtol, floor=0.0):
-    """||got - want|| <= rtol * max(||want||, floor). `floor` is the size of terms that cancel in
-    `want` (a row of width 1, a one-hot softmax row): rounding in them is all an exact kernel can
-    promise when the result is far smaller than its parts."""
-    assert got.shape == want.shape and got.dtype == want.dtype
-    got, want = cupy.asnumpy(got).astype(np.float64), cupy.asnumpy(want).astype(np.float64)
-    assert not np.isnan(got).any(), f"{np.isnan(got).sum()} NaN (unwritten?) of {got.size}"
-    err, scale = np.linalg.norm(got - want), max(np.linalg.norm(want), float(floor))
-    assert err <= rtol * scale, f"error {err:.3g}, {err / scale:.3g} relative"
 
 
 def assert_all_close(got, want, rtol):
@@ -68,11 +64,11 @@ def assert_all_close(got, want, rtol):
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("rows", ROWS)
 def test_layernorm(rng, rows, width, dtype):
-    x = randn(rng, (rows, width), dtype, scale=3.0) + 1.0
-    weight, bias = randn(rng, (width,), dtype), randn(rng, (width,), dtype)
+    x = normal(rows, width, seed=rng, dtype=dtype, scale=3.0) + 1.0
+    weight, bias = normal(width, seed=rng, dtype=dtype), normal(width, seed=rng, dtype=dtype)
     want = layernorm.layernorm_forward(x, weight, bias)
     assert_all_close(cuda.layernorm_forward(x, weight, bias), want, RTOL[dtype])
-    dy = randn(rng, x.shape, dtype)
+    dy = normal(*x.shape, seed=rng, dtype=dtype)
     _, mean, rstd = want
     dx, dweight, dbias = cuda.layernorm_backward(dy, x, weight, mean, rstd)
     want_dx, want_dweight, want_dbias = layernorm.layernorm_backward(dy, x, weight, mean, rstd)
@@ -83,10 +79,10 @@ def test_layernorm(rng, rows, width, dtype):
 
 
 def test_layernorm_without_affine_on_3d_input(rng):
-    x = randn(rng, (3, 5, 65))
+    x = normal(3, 5, 65, seed=rng, dtype=np.float32)
     want = layernorm.layernorm_forward(x, None, None)
     assert_all_close(cuda.layernorm_forward(x, None, None), want, 1e-5)
-    dy = randn(rng, x.shape)
+    dy = normal(*x.shape, seed=rng, dtype=np.float32)
     assert_all_close(
         cuda.layernorm_backward(dy, x, None, want[1], want[2]),
         layernorm.layernorm_backward(dy, x, None, want[1], want[2]),
@@ -102,18 +98,18 @@ def test_layernorm_without_affine_on_3d_input(rng):
 @pytest.mark.parametrize("rows", ROWS)
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_softmax(rng, name, rows, width, dtype, scale):
-    x = randn(rng, (rows, width), dtype, scale)
+    x = normal(rows, width, seed=rng, dtype=dtype, scale=scale)
     forward, backward = f"{name}_forward", f"{name}_backward"
     y = getattr(softmax, forward)(x)
     assert_close(getattr(cuda, forward)(x), y, RTOL[dtype])
-    dy = randn(rng, x.shape, dtype)
+    dy = normal(*x.shape, seed=rng, dtype=dtype)
     # the terms that cancel: y * dy and y * sum(dy * y) (softmax), dy and exp(y) * sum(dy) (log)
     floor = cupy.linalg.norm(dy if name == "log_softmax" else dy * y)
     assert_close(getattr(cuda, backward)(dy, y), getattr(softmax, backward)(dy, y), RTOL[dtype], floor)
 
 
 def test_softmax_over_another_axis_falls_back_to_the_reference(rng):
-    x = randn(rng, (4, 7, 3))
+    x = normal(4, 7, 3, seed=rng, dtype=np.float32)
     assert_close(cuda.softmax_forward(x, axis=1), softmax.softmax_forward(x, axis=1), 0.0)
 
 
@@ -124,7 +120,7 @@ def test_softmax_over_another_axis_falls_back_to_the_reference(rng):
 @pytest.mark.parametrize("classes", WIDTHS)
 @pytest.mark.parametrize("rows", ROWS)
 def test_cross_entropy(rng, rows, classes, dtype, scale):
-    logits = randn(rng, (rows, classes), dtype, scale)
+    logits = normal(rows, classes, seed=rng, dtype=dtype, scale=scale)
     targets = cupy.asarray(rng.integers(0, classes, rows))
     loss, lse = cross_entropy.cross_entropy_forward(logits, targets)
     got_loss, got_lse = cuda.cross_entropy_forward(logits, targets)
@@ -140,7 +136,7 @@ def test_cross_entropy(rng, rows, classes, dtype, scale):
 
 
 def test_cross_entropy_takes_int32_targets_and_a_python_float_dloss(rng):
-    logits = randn(rng, (7, 65))
+    logits = normal(7, 65, seed=rng, dtype=np.float32)
     targets = cupy.asarray(rng.integers(0, 65, 7), dtype=cupy.int32)
     _, lse = cross_entropy.cross_entropy_forward(logits, targets)
     assert_close(cuda.cross_entropy_forward(logits, targets)[1], lse, 1e-5)
@@ -152,7 +148,7 @@ def test_cross_entropy_takes_int32_targets_and_a_python_float_dloss(rng):
 
 
 def test_cross_entropy_target_out_of_range_gives_nan_loss(rng):
-    logits = randn(rng, (3, 65))
+    logits = normal(3, 65, seed=rng, dtype=np.float32)
     loss, _ = cuda.cross_entropy_forward(logits, cupy.asarray([0, 65, 1]))
     assert np.isnan(float(loss))
 
@@ -163,11 +159,11 @@ def test_cross_entropy_target_out_of_range_gives_nan_loss(rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1,), (7,), (1000,), (7, 65), (257, 1536)])
 def test_gelu(rng, shape, dtype):
-    x = randn(rng, shape, dtype, scale=3.0)
+    x = normal(*shape, seed=rng, dtype=dtype, scale=3.0)
     (y, saved), (want, tanh_u) = cuda.gelu_forward(x), gelu.gelu_forward(x)
     assert saved is None  # the CUDA backward recomputes tanh u
     assert_close(y, want, RTOL[dtype])
-    dy = randn(rng, shape, dtype)
+    dy = normal(*shape, seed=rng, dtype=dtype)
     assert_close(cuda.gelu_backward(dy, x, saved), gelu.gelu_backward(dy, x, tanh_u), RTOL[dtype])
 
 
@@ -182,10 +178,10 @@ def test_dropout_mask(rng, shape, dtype, p):
 
 
 def test_gelu_on_a_strided_view(rng):
-    x = randn(rng, (64, 130))[:, ::2]
-    dy = randn(rng, (64, 65))
+    x = normal(64, 130, seed=rng, dtype=np.float32)[:, ::2]
+    dy = normal(64, 65, seed=rng, dtype=np.float32)
     assert_close(cuda.gelu_forward(x)[0], gelu.gelu_forward(x)[0], 1e-5)
-    assert_close(cuda.gelu_backward(dy, x), gelu.gelu_backward(dy, x), 1e-5)
+    assert_close(cuda.gelu_backward(dy, x), gelu.gelu_backward(dy, x, gelu.gelu_forward(x)[1]), 1e-5)
 
 
 # --- AdamW --------------------------------------------------------------------------------------
@@ -194,7 +190,11 @@ HYPER = {"lr": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8}  # a large lr make
 
 
 def adam_state(rng, shape, dtype):
-    return randn(rng, shape, dtype), randn(rng, shape, dtype, 0.1), cupy.abs(randn(rng, shape, dtype, 0.1))
+    return (
+        normal(*shape, seed=rng, dtype=dtype),
+        normal(*shape, seed=rng, dtype=dtype, scale=0.1),
+        cupy.abs(normal(*shape, seed=rng, dtype=dtype, scale=0.1)),
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -204,7 +204,7 @@ def test_adamw(rng, size, weight_decay, dtype):
     mine = adam_state(rng, (size,), dtype)
     ref = tuple(a.copy() for a in mine)
     for step in (1, 2, 3):
-        grad = randn(rng, (size,), dtype)
+        grad = normal(size, seed=rng, dtype=dtype)
         cuda.adamw_update(mine[0], grad, mine[1], mine[2], weight_decay=weight_decay, step=step, **HYPER)
         adamw.adamw_update(ref[0], grad, ref[1], ref[2], weight_decay=weight_decay, step=step, **HYPER)
     assert_all_close(mine, ref, RTOL[dtype])
@@ -216,7 +216,7 @@ def test_adamw_multi_matches_one_update_per_array(rng, dtype):
     mine = [adam_state(rng, shape, dtype) for shape in shapes]
     ref = [tuple(a.copy() for a in state) for state in mine]
     for step in (1, 2):
-        grads = [randn(rng, shape, dtype) for shape in shapes]
+        grads = [normal(*shape, seed=rng, dtype=dtype) for shape in shapes]
         params, exp_avgs, exp_avg_sqs = zip(*mine)
         cuda.adamw_update_multi(params, grads, exp_avgs, exp_avg_sqs, weight_decay=0.1, step=step, **HYPER)
         for (p, m, v), g in zip(ref, grads):
@@ -227,7 +227,7 @@ def test_adamw_multi_matches_one_update_per_array(rng, dtype):
 
 # --- attention ----------------------------------------------------------------------------------
 
-# (B, H, Tq, Tk, hd); Tq < Tk is a KV-cache step. hd picks 1, 2 or 4 lanes per row, padded or not.
+# (B, H, Tq, Tk, hs); Tq < Tk is a KV-cache step. hs picks 1, 2 or 4 lanes per row, padded or not.
 FLASH_CASES = [
     (2, 3, 5, 5, 64),
     (2, 2, 64, 64, 32),
@@ -244,11 +244,11 @@ def case_id(case):
 
 
 def qkv(rng, case, dtype=np.float32, scale=1.0):
-    B, H, Tq, Tk, hd = case
+    B, H, Tq, Tk, hs = case
     return (
-        randn(rng, (B, H, Tq, hd), dtype, scale),
-        randn(rng, (B, H, Tk, hd), dtype),
-        randn(rng, (B, H, Tk, hd), dtype),
+        normal(B, H, Tq, hs, seed=rng, dtype=dtype, scale=scale),
+        normal(B, H, Tk, hs, seed=rng, dtype=dtype),
+        normal(B, H, Tk, hs, seed=rng, dtype=dtype),
     )
 
 
@@ -259,7 +259,7 @@ def check_attention(rng, q, k, v, is_causal, mask, flash, rtol):
     assert_close(out, want_out, rtol)
     if not flash:
         assert_close(saved, att, rtol)
-    dout = randn(rng, out.shape, out.dtype)
+    dout = normal(*out.shape, seed=rng, dtype=out.dtype)
     assert_all_close(
         cuda.attention_backward(dout, q, k, v, saved, mask),
         attention.attention_backward(dout, q, k, v, att, mask),
@@ -278,7 +278,7 @@ def test_flash_attention_with_one_key(rng):
     q, k, v = qkv(rng, (2, 3, 1, 1, 16))
     out, saved = cuda.attention_forward(q, k, v, True)
     assert_close(out, v, 1e-6)
-    dout = randn(rng, out.shape)
+    dout = normal(*out.shape, seed=rng, dtype=np.float32)
     dq, dk, dv = cuda.attention_backward(dout, q, k, v, saved)
     assert_close(dv, dout, 1e-6)
     assert float(cupy.abs(dq).max()) < 1e-5 and float(cupy.abs(dk).max()) < 1e-5
@@ -290,10 +290,10 @@ def test_flash_attention_with_large_scores(rng):
 
 
 def test_flash_attention_reads_strided_views_of_a_qkv_projection(rng):
-    B, T, H, hd = 2, 65, 6, 64
-    C = H * hd
-    proj = randn(rng, (B, T, 3 * C))
-    q, k, v = (proj[:, :, i * C : (i + 1) * C].reshape(B, T, H, hd).transpose(0, 2, 1, 3) for i in range(3))
+    B, T, H, hs = 2, 65, 6, 64
+    C = H * hs
+    proj = normal(B, T, 3 * C, seed=rng, dtype=np.float32)
+    q, k, v = (proj[:, :, i * C : (i + 1) * C].reshape(B, T, H, hs).transpose(0, 2, 1, 3) for i in range(3))
     assert not q.flags.c_contiguous
     check_attention(rng, q, k, v, True, None, flash=True, rtol=1e-5)
 

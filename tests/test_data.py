@@ -4,8 +4,8 @@ import hashlib
 
 import numpy as np
 import pytest
-from tiny_runs import write_corpus
 
+from tiny_runs import write_corpus
 from tinygrad_gpt import data
 from tinygrad_gpt.data import CharDataset, CharTokenizer, load_dataset, read_text, resolve_data_path
 from tinygrad_gpt.errors import DataError

@@ -16,7 +16,7 @@ import engine.dispatch
 import engine.functional as F
 from engine import Tensor, gradcheck, no_grad
 from engine.function import Function
-from kernels import layernorm
+from kernels import cuda, rungs
 
 trace_module = importlib.import_module("engine.trace")  # `engine.trace` is the context manager
 
@@ -314,20 +314,31 @@ def test_trace_prints_one_block_per_node(backend, capsys):
     assert sum("-> input 0" in line for line in lines) == 3
 
 
-def test_dispatch_picks_reference_kernels_for_numpy_arrays(monkeypatch):
+def test_kernels_default_to_cuda_with_fast_on_numpy_arrays(monkeypatch):
     monkeypatch.delenv("TINYGPT_KERNELS", raising=False)
-    assert engine.dispatch.pick("layernorm_forward", np.zeros(2)) is layernorm.layernorm_forward
+    monkeypatch.setattr(engine.dispatch, "_chosen", None)  # as in a fresh process
+    assert engine.dispatch.chosen() is rungs.CUDA
+    assert engine.dispatch.kernels_for(np.zeros(2)) is rungs.FAST
 
 
-def test_tinygpt_kernels_xp_forces_reference_on_gpu(backend, monkeypatch):
+@pytest.mark.parametrize("name", ["plain", "fast"])
+def test_tinygpt_kernels_picks_a_rung_for_every_array(backend, monkeypatch, name):
+    monkeypatch.setenv("TINYGPT_KERNELS", name)
+    monkeypatch.setattr(engine.dispatch, "_chosen", None)
+    assert engine.dispatch.kernels_for(engine.backend.get_xp().zeros(2)) is rungs.RUNGS[name]
+
+
+def test_the_cuda_rung_runs_the_cuda_kernels_on_gpu_arrays(backend, monkeypatch):
     if backend != "cupy":
         pytest.skip("the CUDA kernels exist for cupy arrays only")
-    array = engine.backend.get_xp().zeros(2)
-    monkeypatch.delenv("TINYGPT_KERNELS", raising=False)
-    fast = getattr(importlib.import_module("kernels.cuda"), "layernorm_forward", layernorm.layernorm_forward)
-    assert engine.dispatch.pick("layernorm_forward", array) is fast
-    monkeypatch.setenv("TINYGPT_KERNELS", "xp")
-    assert engine.dispatch.pick("layernorm_forward", array) is layernorm.layernorm_forward
+    monkeypatch.setattr(engine.dispatch, "_chosen", rungs.CUDA)
+    assert engine.dispatch.kernels_for(engine.backend.get_xp().zeros(2)).layernorm_forward is cuda.layernorm_forward
+
+
+def test_unknown_kernels_are_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(engine.dispatch, "_chosen", None)
+    with pytest.raises(engine.BackendError, match="unknown kernels 'xp'.*plain, fast, cuda"):
+        engine.set_kernels("xp")
 
 
 # --- gradcheck can fail ------------------------------------------------------------------------

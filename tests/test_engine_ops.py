@@ -1,8 +1,9 @@
 """Every op, method and functional: forward against NumPy, backward against finite differences.
 
-Gradients are checked in float64 with engine.gradcheck on every backend. Forward values of the
-ops that are NumPy one-liners are compared here; the kernel-backed ones (softmax, layer_norm,
-attention, ...) have their forward checked against composed references in test_kernels.py.
+Gradients are checked in float64 with engine.gradcheck on every backend, and the ops that run a
+kernel (gelu, matmul, linear, layer_norm, softmax, cross_entropy, embedding, dropout, attention)
+on every rung of the kernel ladder. Forward values of the ops that are NumPy one-liners are
+compared here; the kernel-backed ones have theirs checked in test_kernels.py.
 """
 
 import math
@@ -12,6 +13,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
+import engine
+import engine.backend
+import engine.functional as F
+from engine import Tensor, gradcheck
+from helpers import on_backend, randn
 from strategies import (
     arrays,
     axes,
@@ -21,11 +28,6 @@ from strategies import (
     positive_arrays,
     shapes,
 )
-
-import engine
-import engine.backend
-import engine.functional as F
-from engine import Tensor, gradcheck
 
 
 def leaf(array):
@@ -40,14 +42,6 @@ def check(fn, *values, reference=None):
     if reference is not None:
         np.testing.assert_allclose(fn(*inputs).numpy(), reference(*values), rtol=1e-12, atol=1e-12)
     assert gradcheck(fn, *inputs)
-
-
-def randn(*shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
-def on_backend(array):
-    return engine.backend.get_xp().asarray(array)
 
 
 # --- elementwise arithmetic --------------------------------------------------------------------
@@ -103,15 +97,13 @@ def test_pow_tensor_tensor(backend, data):
 
 # --- unary math --------------------------------------------------------------------------------
 
-UNARY = {  # name: (op on a Tensor, the numpy reference or None if test_kernels has it, safe values)
+UNARY = {  # name: (op on a Tensor, the numpy reference, safe values)
     "neg": (lambda t: -t, lambda a: -a, arrays),
     "exp": (lambda t: t.exp(), np.exp, arrays),
     "log": (lambda t: t.log(), np.log, positive_arrays),
     "sqrt": (lambda t: t.sqrt(), np.sqrt, positive_arrays),
     "tanh": (lambda t: t.tanh(), np.tanh, arrays),
     "relu": (lambda t: t.relu(), lambda a: np.maximum(a, 0), nonzero_arrays),
-    "gelu": (lambda t: t.gelu(), None, arrays),
-    "F.gelu": (F.gelu, None, arrays),
 }
 
 
@@ -121,6 +113,13 @@ UNARY = {  # name: (op on a Tensor, the numpy reference or None if test_kernels 
 def test_unary(backend, name, data):
     op, reference, values = UNARY[name]
     check(op, data.draw(values(data.draw(shapes()))), reference=reference)
+
+
+@pytest.mark.parametrize("gelu", [F.gelu, lambda t: t.gelu()], ids=["F.gelu", "Tensor.gelu"])
+@gradcheck_settings
+@given(data=st.data())
+def test_gelu(backend, rung, gelu, data):
+    check(gelu, data.draw(arrays(data.draw(shapes()))))
 
 
 # --- reductions --------------------------------------------------------------------------------
@@ -160,7 +159,7 @@ def matmul_shapes(draw):
 
 @gradcheck_settings
 @given(data=st.data())
-def test_matmul(backend, data):
+def test_matmul(backend, rung, data):
     shape_a, shape_b = data.draw(matmul_shapes())
     check(operator.matmul, data.draw(arrays(shape_a)), data.draw(arrays(shape_b)), reference=operator.matmul)
 
@@ -275,14 +274,14 @@ def test_split(backend, axis):
 
 @pytest.mark.parametrize("x_shape", [(4, 3), (2, 3, 3)])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_linear(backend, x_shape, with_bias):
+def test_linear(backend, rung, x_shape, with_bias):
     arrays_ = [randn(*x_shape, seed=1), randn(3, 5, seed=2)] + ([randn(5, seed=3)] if with_bias else [])
     check(F.linear, *arrays_, reference=lambda x, w, b=0.0: x @ w + b)
 
 
 @gradcheck_settings
 @given(data=st.data(), with_weight=st.booleans(), with_bias=st.booleans())
-def test_layer_norm(backend, data, with_weight, with_bias):
+def test_layer_norm(backend, rung, data, with_weight, with_bias):
     shape = data.draw(shapes(min_dims=1))
     x = leaf(data.draw(arrays(shape)))
     weight = leaf(data.draw(arrays(shape[-1:]))) if with_weight else None
@@ -301,7 +300,7 @@ SOFTMAXES = {
 @pytest.mark.parametrize("name", SOFTMAXES)
 @gradcheck_settings
 @given(data=st.data())
-def test_softmax_and_log_softmax_any_axis(backend, name, data):
+def test_softmax_and_log_softmax_any_axis(backend, rung, name, data):
     shape = data.draw(shapes(min_dims=1))
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))
     check(lambda t: SOFTMAXES[name](t, axis=axis), data.draw(arrays(shape)))
@@ -309,7 +308,7 @@ def test_softmax_and_log_softmax_any_axis(backend, name, data):
 
 @pytest.mark.parametrize("logits_shape", [(5, 4), (2, 3, 4)])
 @pytest.mark.parametrize("targets_kind", ["array", "Tensor"])
-def test_cross_entropy(backend, logits_shape, targets_kind):
+def test_cross_entropy(backend, rung, logits_shape, targets_kind):
     labels = np.random.default_rng(1).integers(0, logits_shape[-1], size=logits_shape[:-1])
     targets = Tensor(on_backend(labels)) if targets_kind == "Tensor" else on_backend(labels)
     logits = randn(*logits_shape)
@@ -319,7 +318,7 @@ def test_cross_entropy(backend, logits_shape, targets_kind):
 
 
 @pytest.mark.parametrize("idx_kind", ["array", "Tensor"])
-def test_embedding_repeated_indices(backend, idx_kind):
+def test_embedding_repeated_indices(backend, rung, idx_kind):
     idx = np.array([[0, 2, 0], [3, 3, 0]])  # row 0 picked three times, row 1 never
     xp_idx = Tensor(on_backend(idx)) if idx_kind == "Tensor" else on_backend(idx)
     check(lambda w: F.embedding(xp_idx, w), randn(4, 3), reference=lambda w: w[idx])
@@ -328,7 +327,7 @@ def test_embedding_repeated_indices(backend, idx_kind):
     np.testing.assert_array_equal(engine.backend.to_numpy(weight.grad)[:, 0], [3, 0, 1, 2])
 
 
-def test_dropout_gradcheck_with_fixed_seed(backend):
+def test_dropout_gradcheck_with_fixed_seed(backend, rung):
     def dropout(t):
         engine.manual_seed(3)  # the same mask on every evaluation gradcheck makes
         return F.dropout(t, p=0.5)
@@ -356,7 +355,7 @@ def test_dropout_rejects_bad_probability(backend, p):
 @pytest.mark.parametrize("is_causal", [True, False])
 @pytest.mark.parametrize("t_q, t_k", [(4, 4), (2, 4), (1, 3)])
 @pytest.mark.parametrize("dropout_p", [0.0, 0.3])
-def test_scaled_dot_product_attention(backend, is_causal, t_q, t_k, dropout_p):
+def test_scaled_dot_product_attention(backend, rung, is_causal, t_q, t_k, dropout_p):
     def attention(q, k, v):
         engine.manual_seed(5)
         return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, dropout_p=dropout_p)

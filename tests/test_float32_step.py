@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+import engine.autograd
 import engine.function
-import engine.tensor
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
 from tinygrad_gpt.parallel import DataParallel
@@ -16,17 +16,17 @@ def _arrays(value):
 
 
 @pytest.mark.parametrize("shards", [1, 2])  # 2: the data-parallel step, its shards' losses weighted
-def test_no_float64_array_in_a_float32_training_step(monkeypatch, shards):
+def test_no_float64_array_in_a_float32_training_step(monkeypatch, rung, shards):
     dtypes = []  # (op, pass, dtype) of every array an op's forward or backward returns
     real_timed = engine.function.timed
 
-    def recording(op, phase, fn, *args):
-        out = real_timed(op, phase, fn, *args)
+    def recording(op, phase, fn, *args, **kwargs):
+        out = real_timed(op, phase, fn, *args, **kwargs)
         dtypes.extend((op, phase, a.dtype) for a in _arrays(out) if a.dtype.kind == "f")
         return out
 
     monkeypatch.setattr(engine.function, "timed", recording)
-    monkeypatch.setattr(engine.tensor, "timed", recording)
+    monkeypatch.setattr(engine.autograd, "timed", recording)
     model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.1))
     optimizer = AdamW(model.named_parameters(), lr=1e-3)
     idx = np.random.default_rng(0).integers(0, 11, (3, 9))

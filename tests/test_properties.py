@@ -5,11 +5,11 @@ import math
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import arrays, gradcheck_settings, shapes
 
 import engine.backend
 import engine.functional as F
 from engine import Tensor
+from strategies import arrays, gradcheck_settings, shapes
 
 dtypes = st.sampled_from([np.float32, np.float64])
 TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}

@@ -6,6 +6,7 @@ import signal
 import time
 
 import pytest
+
 from tiny_runs import TINY_FLAGS, assert_one_line_error, start_tinygpt, tinygpt
 
 FLAGS = [*TINY_FLAGS, "--eval-interval", 5, "--max-iters", 300]

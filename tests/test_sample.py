@@ -6,8 +6,8 @@ import io
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tiny_runs import tiny_config
 
+from tiny_runs import tiny_config
 from tinygrad_gpt.checkpoint import save_checkpoint
 from tinygrad_gpt.data import CharTokenizer, format_chars
 from tinygrad_gpt.errors import UsageError

@@ -6,8 +6,8 @@ import signal
 from dataclasses import replace
 
 import pytest
-from tiny_runs import tiny_config
 
+from tiny_runs import tiny_config
 from tinygrad_gpt import train as train_module
 from tinygrad_gpt.checkpoint import BEST_DIR, read_checkpoint
 from tinygrad_gpt.errors import CheckpointError, TinyGPTError, TrainingInterrupted, UsageError

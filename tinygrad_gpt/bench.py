@@ -15,6 +15,7 @@ import numpy as np
 
 import engine
 from engine import backend
+from engine.dispatch import kernels_for
 from engine.profiler import profile as engine_profile
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
@@ -102,6 +103,7 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
         raise UsageError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
     config = preset_config(preset)
     shards = default_shards(config.batch_size)
+    backend.keep_freed_host_memory()  # as training does
     step, model = tinygpt_step(config, shards=shards)
     result = {
         "preset": preset,
@@ -112,6 +114,7 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
         "batch_size": config.batch_size,
         "block_size": config.block_size,
         "threads": shards,
+        "kernels": kernels_for(model.transformer.wte.weight.data).name,
     }
     if not vs_torch:
         times = time_steps(step, iters, warmup)
@@ -203,7 +206,7 @@ def report(result, as_json=False):
     memory = "GPU memory pool" if result["backend"] == "cupy" else "host RSS"
     threads = f", {result['threads']} threads" if result["threads"] > 1 else ""
     print(
-        f"{result['preset']} preset on {result['backend']} ({result['device']}{threads}), "
+        f"{result['preset']} preset on {result['backend']} ({result['device']}{threads}, {result['kernels']} kernels), "
         f"batch {result['batch_size']} x block {result['block_size']}, median of {result['iters']} iterations:"
     )
     print(

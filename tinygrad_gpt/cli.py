@@ -10,7 +10,7 @@ import os
 import sys
 from dataclasses import fields
 
-from engine import BackendError, set_backend
+from engine import BackendError, set_backend, set_kernels
 from tinygrad_gpt.bench import bench, report
 from tinygrad_gpt.errors import TinyGPTError, TrainingInterrupted
 from tinygrad_gpt.presets import PRESETS, TrainConfig
@@ -52,6 +52,12 @@ def build_parser():
     common = _Parser(add_help=False)
     common.add_argument(
         "--backend", choices=("numpy", "cupy"), help="array backend (default: $TINYGPT_BACKEND, else numpy)"
+    )
+    common.add_argument(
+        "--kernels",
+        choices=("plain", "fast", "cuda"),
+        help="rung of the kernel ladder: the textbook kernels, the fast NumPy/CuPy ones, or CUDA ones on the GPU "
+        "(default: $TINYGPT_KERNELS, else cuda: CUDA kernels on the GPU, the fast ones on the CPU)",
     )
     common.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     presets = ", ".join(PRESETS)
@@ -127,6 +133,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         set_backend(args.backend or os.environ.get("TINYGPT_BACKEND") or "numpy")
+        set_kernels(args.kernels)
         args.run(args)
         return 0
     except BrokenPipeError:  # e.g. `tinygpt sample | head`: the reader left, nothing to report

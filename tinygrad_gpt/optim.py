@@ -3,7 +3,7 @@
 import math
 
 from engine import backend
-from engine.dispatch import K
+from engine.dispatch import kernels_for
 from kernels.array_module import xp_of
 from tinygrad_gpt.nn import load_arrays
 
@@ -27,7 +27,9 @@ class AdamW:
         self.step_count += 1
         for decayed in (True, False):  # two groups, each one call (one kernel launch on the GPU)
             group = [(name, p) for name, p in self.named_parameters if p.grad is not None and (p.ndim >= 2) == decayed]
-            K.adamw_update_multi(
+            if not group:
+                continue
+            kernels_for(group[0][1].data).adamw_update_multi(
                 [p.data for _, p in group],
                 [p.grad for _, p in group],
                 [self.exp_avg[name] for name, _ in group],

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+import engine
 from engine import backend, no_grad
 from tinygrad_gpt.checkpoint import BEST_DIR, CONFIG_FILE, load_model, load_optimizer, read_checkpoint, save_checkpoint
 from tinygrad_gpt.data import CharTokenizer, load_dataset, resolve_data_path
@@ -102,7 +103,8 @@ def train(config, out_dir="out", data=None, resume=False):
     model.train()
     xp = backend.get_xp()
     params = model.parameters()
-    forward_backward = DataParallel(model, shards)
+    parallel = DataParallel(model, shards) if shards > 1 else None
+    backend.keep_freed_host_memory()  # a training step makes many large temporaries
     tokens_per_step = config.batch_size * config.block_size
     start = time.time()
     synced_step, synced_time = step, start
@@ -114,10 +116,15 @@ def train(config, out_dir="out", data=None, resume=False):
             lr = get_lr(step, config.learning_rate, config.min_lr, config.warmup_iters, config.lr_decay_iters)
             optimizer.lr = lr
             x, y = dataset.get_batch("train", config.batch_size, config.block_size, batch_rng(config.seed, step))
-            loss = forward_backward.step(x, y, dropout_seed(config.seed, step))
+            if parallel is None:
+                engine.manual_seed(dropout_seed(config.seed, step))  # this step's dropout masks
+                _, loss = model(backend.asarray(x), backend.asarray(y))  # forward
+                loss.backward()  # backward: every parameter's .grad
+            else:  # the same forward and backward, the batch split over CPU threads
+                loss = parallel.step(x, y, dropout_seed(config.seed, step))
             norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else grad_norm(params)
             finite_flags.append(xp.isfinite(loss.data) & xp.isfinite(norm))
-            optimizer.step()
+            optimizer.step()  # AdamW
             optimizer.zero_grad()
             step += 1
             bar.update()

@@ -101,7 +101,7 @@ def layernorm_forward(x, weight, bias, eps=1e-5):
     affine = [a for a in (weight, bias) if a is not None]
     suffix = _suffix(x, *affine)
     if suffix is None or any(a.shape != x.shape[-1:] for a in affine):
-        return xp_layernorm.layernorm_forward(x, weight, bias, eps)
+        return xp_layernorm.layernorm_forward_fast(x, weight, bias, eps)
     x, weight, bias = (None if a is None else _contiguous(a) for a in (x, weight, bias))
     C = x.shape[-1]
     rows = x.size // C
@@ -116,20 +116,20 @@ def layernorm_forward(x, weight, bias, eps=1e-5):
     return y, mean, rstd
 
 
-def layernorm_backward(dy, x, weight, mean, rstd):
+def layernorm_backward(dout, x, weight, mean, rstd):
     C = x.shape[-1]
     shared = 2 * C * x.dtype.itemsize  # the block's dweight and dbias sums
-    suffix = _suffix(dy, x, mean, rstd, *([] if weight is None else [weight]))
+    suffix = _suffix(dout, x, mean, rstd, *([] if weight is None else [weight]))
     if (
         suffix is None
-        or dy.shape != x.shape
+        or dout.shape != x.shape
         or mean.size * C != x.size
         or rstd.size != mean.size
         or (weight is not None and weight.shape != (C,))
         or shared > _MAX_SHARED
     ):
-        return xp_layernorm.layernorm_backward(dy, x, weight, mean, rstd)
-    dy, x, mean, rstd = (_contiguous(a) for a in (dy, x, mean, rstd))
+        return xp_layernorm.layernorm_backward_fast(dout, x, weight, mean, rstd)
+    dout, x, mean, rstd = (_contiguous(a) for a in (dout, x, mean, rstd))
     weight = None if weight is None else _contiguous(weight)
     rows = x.size // C
     blocks = min((rows + _BLOCK // 32 - 1) // (_BLOCK // 32), 2 * _sm_count())
@@ -139,7 +139,7 @@ def layernorm_backward(dy, x, weight, mean, rstd):
     _kernel("layernorm", f"layernorm_backward_{suffix}")(
         (blocks,),
         (_BLOCK,),
-        (dy, x, _or_null(weight), mean, rstd, dx, dweight_part, dbias_part, numpy.int64(rows), numpy.int64(C)),
+        (dout, x, _or_null(weight), mean, rstd, dx, dweight_part, dbias_part, numpy.int64(rows), numpy.int64(C)),
         shared_mem=shared,
     )
     return dx, dweight_part.sum(axis=0), dbias_part.sum(axis=0)
@@ -166,16 +166,16 @@ def softmax_forward(x, axis=-1):
     return _rows_kernel("softmax_forward", xp_softmax.softmax_forward, [x], axis)
 
 
-def softmax_backward(dy, y, axis=-1):
-    return _rows_kernel("softmax_backward", xp_softmax.softmax_backward, [dy, y], axis)
+def softmax_backward(dout, y, axis=-1):
+    return _rows_kernel("softmax_backward", xp_softmax.softmax_backward, [dout, y], axis)
 
 
 def log_softmax_forward(x, axis=-1):
     return _rows_kernel("log_softmax_forward", xp_softmax.log_softmax_forward, [x], axis)
 
 
-def log_softmax_backward(dy, y, axis=-1):
-    return _rows_kernel("log_softmax_backward", xp_softmax.log_softmax_backward, [dy, y], axis)
+def log_softmax_backward(dout, y, axis=-1):
+    return _rows_kernel("log_softmax_backward", xp_softmax.log_softmax_backward, [dout, y], axis)
 
 
 # --- cross-entropy ------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def cross_entropy_forward(logits, targets):
     suffix = _suffix(logits)
     t = _targets(targets, logits.shape[0]) if suffix and logits.ndim == 2 else None
     if t is None:
-        return xp_cross_entropy.cross_entropy_forward(logits, targets)
+        return xp_cross_entropy.cross_entropy_forward_fast(logits, targets)
     logits = _contiguous(logits)
     N, C = logits.shape
     row_loss = _empty((N,), logits.dtype)
@@ -208,21 +208,21 @@ def cross_entropy_forward(logits, targets):
     return row_loss.mean(), lse
 
 
-def cross_entropy_backward(dloss, logits, targets, lse):
+def cross_entropy_backward(dout, logits, targets, lse):
     import cupy
 
     suffix = _suffix(logits, lse)
     t = _targets(targets, logits.shape[0]) if suffix and logits.ndim == 2 else None
-    if t is None or lse.size != logits.shape[0] or numpy.size(dloss) != 1:
-        return xp_cross_entropy.cross_entropy_backward(dloss, logits, targets, lse)
+    if t is None or lse.size != logits.shape[0] or numpy.size(dout) != 1:
+        return xp_cross_entropy.cross_entropy_backward_fast(dout, logits, targets, lse)
     logits, lse = _contiguous(logits), _contiguous(lse)
-    dloss = cupy.asarray(dloss, dtype=logits.dtype)  # the kernel reads it on the GPU: no sync
+    dout = cupy.asarray(dout, dtype=logits.dtype)  # the kernel reads it on the GPU: no sync
     N, C = logits.shape
     dlogits = _empty(logits.shape, logits.dtype)
     _launch_elementwise(
         _kernel("cross_entropy", f"cross_entropy_backward_{suffix}"),
         logits.size,
-        (dloss, logits, t, lse, dlogits, numpy.int64(N), numpy.int64(C)),
+        (dout, logits, t, lse, dlogits, numpy.int64(N), numpy.int64(C)),
     )
     return dlogits
 
@@ -234,20 +234,20 @@ def gelu_forward(x):
     """(y, None): the CUDA backward recomputes tanh u in registers, cheaper than reading it back."""
     suffix = _suffix(x)
     if suffix is None:
-        return xp_gelu.gelu_forward(x)
+        return xp_gelu.gelu_forward_fast(x)
     x = _contiguous(x)
     y = _empty(x.shape, x.dtype)
     _launch_elementwise(_kernel("gelu", f"gelu_forward_{suffix}"), x.size, (x, y, numpy.int64(x.size)))
     return y, None
 
 
-def gelu_backward(dy, x, tanh_u=None):
-    suffix = _suffix(dy, x)
-    if suffix is None or dy.shape != x.shape:
-        return xp_gelu.gelu_backward(dy, x, tanh_u)
-    dy, x = _contiguous(dy), _contiguous(x)
+def gelu_backward(dout, x, tanh_u=None):
+    suffix = _suffix(dout, x)
+    if suffix is None or dout.shape != x.shape:
+        return xp_gelu.gelu_backward_fast(dout, x, tanh_u)
+    dout, x = _contiguous(dout), _contiguous(x)
     dx = _empty(x.shape, x.dtype)
-    _launch_elementwise(_kernel("gelu", f"gelu_backward_{suffix}"), x.size, (dy, x, dx, numpy.int64(x.size)))
+    _launch_elementwise(_kernel("gelu", f"gelu_backward_{suffix}"), x.size, (dout, x, dx, numpy.int64(x.size)))
     return dx
 
 
@@ -295,7 +295,7 @@ def _adamw_fits(param, grad, exp_avg, exp_avg_sq):
 
 def adamw_update(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, weight_decay, step):
     if not _adamw_fits(param, grad, exp_avg, exp_avg_sq):
-        return xp_adamw.adamw_update(
+        return xp_adamw.adamw_update_fast(
             param,
             grad,
             exp_avg,
@@ -359,17 +359,17 @@ def adamw_update_multi(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2
 class FlashSaved(NamedTuple):
     """What the flash forward keeps for its backward, instead of the (Tq, Tk) probabilities."""
 
-    out: object  # (B, H, Tq, hd), the forward's output (the same array, not a copy)
+    out: object  # (B, H, Tq, hs), the forward's output (the same array, not a copy)
     lse: object  # (B, H, Tq), log-sum-exp of each row of scaled, masked scores
     is_causal: bool
 
 
 def _flash_lanes(q):
     """Lanes per row (1, 2 or 4) for the flash kernels, or None where they do not apply."""
-    hd = q.shape[-1]
-    if q.ndim != 4 or q.dtype != numpy.float32 or hd > _FLASH_MAX_HEAD_DIM:
+    hs = q.shape[-1]
+    if q.ndim != 4 or q.dtype != numpy.float32 or hs > _FLASH_MAX_HEAD_DIM:
         return None
-    return 1 if hd <= 32 else 2 if hd <= 64 else 4
+    return 1 if hs <= 32 else 2 if hs <= 64 else 4
 
 
 def _rows_contiguous(a):
@@ -383,16 +383,16 @@ def _strides(a):
 
 
 def _flash_args(q, k, v):
-    _, H, Tq, hd = q.shape
+    _, H, Tq, hs = q.shape
     return (
         numpy.int64(H),
         numpy.int64(Tq),
         numpy.int64(k.shape[2]),
-        numpy.int64(hd),
+        numpy.int64(hs),
         *_strides(q),
         *_strides(k),
         *_strides(v),
-        numpy.float32(1.0 / math.sqrt(hd)),
+        numpy.float32(1.0 / math.sqrt(hs)),
     )
 
 
@@ -411,7 +411,7 @@ def _dense_mask(dropout_mask, att):
 def attention_forward(q, k, v, is_causal=True, dropout_mask=None):
     suffix = _suffix(q, k, v)
     if suffix is None or k.shape != v.shape or q.shape[:-2] != k.shape[:-2] or q.shape[-1] != k.shape[-1]:
-        return xp_attention.attention_forward(q, k, v, is_causal, dropout_mask)
+        return xp_attention.attention_forward_fast(q, k, v, is_causal, dropout_mask)
     lanes = _flash_lanes(q)
     if dropout_mask is None and lanes is not None:
         q, k, v = (_rows_contiguous(a) for a in (q, k, v))
@@ -469,7 +469,7 @@ def attention_backward(dout, q, k, v, saved, dropout_mask=None):
 
     suffix = _suffix(dout, q, k, v, saved)
     if suffix is None or dout.shape != q.shape or saved.shape != q.shape[:-1] + k.shape[-2:-1]:
-        return xp_attention.attention_backward(dout, q, k, v, saved, dropout_mask)
+        return xp_attention.attention_backward_fast(dout, q, k, v, saved, dropout_mask)
     att = _contiguous(saved)
     mask = None if dropout_mask is None else _dense_mask(dropout_mask, att)
     p = att if mask is None else att * mask

@@ -3,13 +3,13 @@
 // row log-sum-exp; the backward recomputes the probabilities tile by tile from it.
 // Reference and derivation: kernels/attention.py.
 //
-// Shapes: q (B, H, Tq, hd), k and v (B, H, Tk, hd), read through strides (in elements, last axis
+// Shapes: q (B, H, Tq, hs), k and v (B, H, Tk, hs), read through strides (in elements, last axis
 // contiguous), so views of a (B, T, 3C) projection need no copy. out, dout, dq, dk, dv are
 // contiguous. Causal masks are bottom-right aligned: query i sees key j iff j <= i + Tk - Tq.
 //
 // Thread mapping: a block of FLASH_THREADS threads owns FLASH_THREADS / G rows (query rows in
 // the forward and for dq, key rows for dk/dv). G consecutive lanes share a row, each holding 32 of
-// its head dims in registers (hd <= 32 G, zero-padded), and combine dot products with G-lane
+// its head dims in registers (hs <= 32 G, zero-padded), and combine dot products with G-lane
 // shuffles. The other operand streams through shared memory in tiles of FLASH_TILE rows that every
 // thread of the block reads (broadcast reads, 16 bytes at a time).
 //
@@ -18,7 +18,7 @@
 #define FLASH_THREADS 128
 #define FLASH_TILE 32
 
-struct Strides {  // element strides of a (B, H, T, hd) operand over B, H and T
+struct Strides {  // element strides of a (B, H, T, hs) operand over B, H and T
     long long b, h, t;
 };
 
@@ -57,38 +57,38 @@ __device__ __forceinline__ void axpy32(float (&acc)[32], float alpha, const floa
     }
 }
 
-// Rows [r0, r0 + FLASH_TILE) of a (T, hd) matrix with row stride `st` into tile, zero-padded past
-// T and hd. Consecutive threads read consecutive columns (coalesced).
+// Rows [r0, r0 + FLASH_TILE) of a (T, hs) matrix with row stride `st` into tile, zero-padded past
+// T and hs. Consecutive threads read consecutive columns (coalesced).
 template <int G>
 __device__ __forceinline__ void load_tile(float (*tile)[32 * G], const float* src, long long st,
-                                          int r0, int T, int hd) {
+                                          int r0, int T, int hs) {
     for (int idx = threadIdx.x; idx < FLASH_TILE * 32 * G; idx += FLASH_THREADS) {
         int r = idx / (32 * G), c = idx % (32 * G);
-        tile[r][c] = (r0 + r < T && c < hd) ? src[(long long)(r0 + r) * st + c] : 0.f;
+        tile[r][c] = (r0 + r < T && c < hs) ? src[(long long)(r0 + r) * st + c] : 0.f;
     }
 }
 
-// This thread's 32 dims of row `row` (zero past hd, or when the row does not exist), times mul.
+// This thread's 32 dims of row `row` (zero past hs, or when the row does not exist), times mul.
 __device__ __forceinline__ void load_row(float (&dst)[32], const float* src, long long st, int row,
-                                         bool exists, int dim0, int hd, float mul) {
+                                         bool exists, int dim0, int hs, float mul) {
 #pragma unroll
     for (int d = 0; d < 32; ++d)
-        dst[d] = (exists && dim0 + d < hd) ? src[(long long)row * st + dim0 + d] * mul : 0.f;
+        dst[d] = (exists && dim0 + d < hs) ? src[(long long)row * st + dim0 + d] * mul : 0.f;
 }
 
 __device__ __forceinline__ void store_row(float* dst, const float (&src)[32], int row, bool exists,
-                                          int dim0, int hd, float mul) {
+                                          int dim0, int hs, float mul) {
     if (!exists) return;
 #pragma unroll
     for (int d = 0; d < 32; ++d)
-        if (dim0 + d < hd) dst[(long long)row * hd + dim0 + d] = src[d] * mul;
+        if (dim0 + d < hs) dst[(long long)row * hs + dim0 + d] = src[d] * mul;
 }
 
 // Forward: each query row keeps its running max m, sum l and unnormalized output o; per key tile
 // it scores all FLASH_TILE keys, rescales o once by exp(m_old - m_new), then adds p_j v_j.
 template <int G>
 __device__ void flash_forward(const float* q, const float* k, const float* v, float* out,
-                              float* lse, int H, int Tq, int Tk, int hd, Strides qs, Strides ks,
+                              float* lse, int H, int Tq, int Tk, int hs, Strides qs, Strides ks,
                               Strides vs, float scale, bool causal) {
     constexpr int ROWS = FLASH_THREADS / G;
     __shared__ __align__(16) float k_tile[FLASH_TILE][32 * G];
@@ -104,7 +104,7 @@ __device__ void flash_forward(const float* q, const float* k, const float* v, fl
     const float* vb = v + b * vs.b + h * vs.h;
 
     float qr[32], o[32];
-    load_row(qr, qb, qs.t, i, exists, dim0, hd, scale);  // scores come out already scaled
+    load_row(qr, qb, qs.t, i, exists, dim0, hs, scale);  // scores come out already scaled
 #pragma unroll
     for (int d = 0; d < 32; ++d) o[d] = 0.f;
     float m = tg::neg_inf<float>(), l = 0.f;
@@ -115,8 +115,8 @@ __device__ void flash_forward(const float* q, const float* k, const float* v, fl
 
     for (int kt = 0; kt < kend; kt += FLASH_TILE) {
         __syncthreads();  // the previous tile is no longer being read
-        load_tile<G>(k_tile, kb, ks.t, kt, Tk, hd);
-        load_tile<G>(v_tile, vb, vs.t, kt, Tk, hd);
+        load_tile<G>(k_tile, kb, ks.t, kt, Tk, hs);
+        load_tile<G>(v_tile, vb, vs.t, kt, Tk, hs);
         __syncthreads();
 
         float s[FLASH_TILE];
@@ -142,7 +142,7 @@ __device__ void flash_forward(const float* q, const float* k, const float* v, fl
             m = m_new;
         }
     }
-    store_row(out + (long long)bh * Tq * hd, o, i, exists, dim0, hd, 1.f / l);
+    store_row(out + (long long)bh * Tq * hs, o, i, exists, dim0, hs, 1.f / l);
     if (exists && dim0 == 0) lse[(long long)bh * Tq + i] = m + logf(l);
 }
 
@@ -153,7 +153,7 @@ __device__ void flash_forward(const float* q, const float* k, const float* v, fl
 template <int G>
 __device__ void flash_backward_dq(const float* q, const float* k, const float* v, const float* out,
                                   const float* dout, const float* lse, float* delta, float* dq,
-                                  int H, int Tq, int Tk, int hd, Strides qs, Strides ks,
+                                  int H, int Tq, int Tk, int hs, Strides qs, Strides ks,
                                   Strides vs, float scale, bool causal) {
     constexpr int ROWS = FLASH_THREADS / G;
     __shared__ __align__(16) float k_tile[FLASH_TILE][32 * G];
@@ -169,9 +169,9 @@ __device__ void flash_backward_dq(const float* q, const float* k, const float* v
     long long head = (long long)bh * Tq;  // first row of this head in out, dout, lse, delta, dq
 
     float qr[32], dor[32], acc[32];
-    load_row(qr, q + b * qs.b + h * qs.h, qs.t, i, exists, dim0, hd, scale);
-    load_row(acc, out + head * hd, hd, i, exists, dim0, hd, 1.f);  // O_i, only for delta
-    load_row(dor, dout + head * hd, hd, i, exists, dim0, hd, 1.f);
+    load_row(qr, q + b * qs.b + h * qs.h, qs.t, i, exists, dim0, hs, scale);
+    load_row(acc, out + head * hs, hs, i, exists, dim0, hs, 1.f);  // O_i, only for delta
+    load_row(dor, dout + head * hs, hs, i, exists, dim0, hs, 1.f);
     float dsum = 0.f;
 #pragma unroll
     for (int d = 0; d < 32; ++d) dsum += dor[d] * acc[d];
@@ -187,8 +187,8 @@ __device__ void flash_backward_dq(const float* q, const float* k, const float* v
 
     for (int kt = 0; kt < kend; kt += FLASH_TILE) {
         __syncthreads();
-        load_tile<G>(k_tile, kb, ks.t, kt, Tk, hd);
-        load_tile<G>(v_tile, vb, vs.t, kt, Tk, hd);
+        load_tile<G>(k_tile, kb, ks.t, kt, Tk, hs);
+        load_tile<G>(v_tile, vb, vs.t, kt, Tk, hs);
         __syncthreads();
 #pragma unroll 4
         for (int j = 0; j < FLASH_TILE; ++j) {
@@ -198,7 +198,7 @@ __device__ void flash_backward_dq(const float* q, const float* k, const float* v
             axpy32(acc, p * (dp - delta_i), &k_tile[j][dim0]);
         }
     }
-    store_row(dq + head * hd, acc, i, exists, dim0, hd, scale);
+    store_row(dq + head * hs, acc, i, exists, dim0, hs, scale);
 }
 
 // Backward, part 2 (one thread group per key row j, queries streamed; needs part 1's delta):
@@ -207,7 +207,7 @@ __device__ void flash_backward_dq(const float* q, const float* k, const float* v
 template <int G>
 __device__ void flash_backward_dkdv(const float* q, const float* k, const float* v,
                                     const float* dout, const float* lse, const float* delta,
-                                    float* dk, float* dv, int H, int Tq, int Tk, int hd,
+                                    float* dk, float* dv, int H, int Tq, int Tk, int hs,
                                     Strides qs, Strides ks, Strides vs, float scale, bool causal) {
     constexpr int ROWS = FLASH_THREADS / G;
     __shared__ __align__(16) float q_tile[FLASH_TILE][32 * G];
@@ -223,8 +223,8 @@ __device__ void flash_backward_dkdv(const float* q, const float* k, const float*
     long long head = (long long)bh * Tq;  // first row of this head in dout, lse, delta
 
     float kr[32], vr[32], dk_acc[32], dv_acc[32];
-    load_row(kr, k + b * ks.b + h * ks.h, ks.t, j, exists, dim0, hd, scale);
-    load_row(vr, v + b * vs.b + h * vs.h, vs.t, j, exists, dim0, hd, 1.f);
+    load_row(kr, k + b * ks.b + h * ks.h, ks.t, j, exists, dim0, hs, scale);
+    load_row(vr, v + b * vs.b + h * vs.h, vs.t, j, exists, dim0, hs, 1.f);
 #pragma unroll
     for (int d = 0; d < 32; ++d) dk_acc[d] = dv_acc[d] = 0.f;
 
@@ -233,8 +233,8 @@ __device__ void flash_backward_dkdv(const float* q, const float* k, const float*
 
     for (int it = qstart; it < Tq; it += FLASH_TILE) {
         __syncthreads();
-        load_tile<G>(q_tile, qb, qs.t, it, Tq, hd);
-        load_tile<G>(do_tile, dout + head * hd, hd, it, Tq, hd);
+        load_tile<G>(q_tile, qb, qs.t, it, Tq, hs);
+        load_tile<G>(do_tile, dout + head * hs, hs, it, Tq, hs);
         if (threadIdx.x < FLASH_TILE) {
             bool in = it + threadIdx.x < Tq;
             lse_tile[threadIdx.x] = in ? lse[head + it + threadIdx.x] : 0.f;
@@ -251,8 +251,8 @@ __device__ void flash_backward_dkdv(const float* q, const float* k, const float*
             axpy32(dk_acc, p * (dp - delta_tile[ii]), &q_tile[ii][dim0]);
         }
     }
-    store_row(dk + (long long)bh * Tk * hd, dk_acc, j, exists, dim0, hd, scale);
-    store_row(dv + (long long)bh * Tk * hd, dv_acc, j, exists, dim0, hd, 1.f);
+    store_row(dk + (long long)bh * Tk * hs, dk_acc, j, exists, dim0, hs, scale);
+    store_row(dv + (long long)bh * Tk * hs, dv_acc, j, exists, dim0, hs, 1.f);
 }
 
 // Strides arrive as nine integers (qb, qh, qt, kb, kh, kt, vb, vh, vt): plain scalars are what
@@ -265,26 +265,26 @@ __device__ void flash_backward_dkdv(const float* q, const float* k, const float*
 #define FLASH_ENTRY_POINTS(G)                                                                     \
     extern "C" __global__ void __launch_bounds__(FLASH_THREADS)                                  \
     flash_forward_g##G(const float* q, const float* k, const float* v, float* out, float* lse,  \
-                       long long H, long long Tq, long long Tk, long long hd, STRIDE_PARAMS,    \
+                       long long H, long long Tq, long long Tk, long long hs, STRIDE_PARAMS,    \
                        float scale, long long causal) {                                        \
-        flash_forward<G>(q, k, v, out, lse, (int)H, (int)Tq, (int)Tk, (int)hd, STRIDE_ARGS,     \
+        flash_forward<G>(q, k, v, out, lse, (int)H, (int)Tq, (int)Tk, (int)hs, STRIDE_ARGS,     \
                          scale, causal != 0);                                                   \
     }                                                                                          \
     extern "C" __global__ void __launch_bounds__(FLASH_THREADS)                                  \
     flash_backward_dq_g##G(const float* q, const float* k, const float* v, const float* out,    \
                            const float* dout, const float* lse, float* delta, float* dq,        \
-                           long long H, long long Tq, long long Tk, long long hd,               \
+                           long long H, long long Tq, long long Tk, long long hs,               \
                            STRIDE_PARAMS, float scale, long long causal) {                     \
         flash_backward_dq<G>(q, k, v, out, dout, lse, delta, dq, (int)H, (int)Tq, (int)Tk,      \
-                             (int)hd, STRIDE_ARGS, scale, causal != 0);                         \
+                             (int)hs, STRIDE_ARGS, scale, causal != 0);                         \
     }                                                                                          \
     extern "C" __global__ void __launch_bounds__(FLASH_THREADS)                                  \
     flash_backward_dkdv_g##G(const float* q, const float* k, const float* v,                    \
                              const float* dout, const float* lse, const float* delta,           \
                              float* dk, float* dv, long long H, long long Tq, long long Tk,     \
-                             long long hd, STRIDE_PARAMS, float scale, long long causal) {      \
+                             long long hs, STRIDE_PARAMS, float scale, long long causal) {      \
         flash_backward_dkdv<G>(q, k, v, dout, lse, delta, dk, dv, (int)H, (int)Tq, (int)Tk,     \
-                               (int)hd, STRIDE_ARGS, scale, causal != 0);                       \
+                               (int)hs, STRIDE_ARGS, scale, causal != 0);                       \
     }
 
 FLASH_ENTRY_POINTS(1)
