@@ -9,14 +9,15 @@ import pytest
 from tiny_runs import REPO, clean_env
 
 
-def run_example(name, *args):
+def run_example(name, *args, cwd):
+    """Run examples/NAME with ARGS in the folder `cwd` (where an example writes its files)."""
     result = subprocess.run(
         [sys.executable, str(REPO / "examples" / name), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=120,
         env=clean_env(),
-        cwd=REPO,
+        cwd=cwd,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -26,8 +27,8 @@ def losses(output):
     return [float(v) for v in re.findall(r"train loss (\d+\.\d+)", output)]
 
 
-def test_backprop_by_hand_traces_and_agrees():
-    out = run_example("backprop_by_hand.py")
+def test_backprop_by_hand_traces_and_agrees(tmp_path):
+    out = run_example("backprop_by_hand.py", cwd=tmp_path)
     assert "MatMul" in out and "Tanh" in out and "-> input" in out  # the trace
     assert out.count("agree") == 4 and "DISAGREE" not in out
     step_losses = [float(v) for v in re.findall(r"step +\d+ +loss (\d+\.\d+)", out)]
@@ -35,8 +36,8 @@ def test_backprop_by_hand_traces_and_agrees():
 
 
 @pytest.mark.parametrize("name, steps", [("bigram.py", 100), ("gpt.py", 60)])
-def test_language_model_examples_learn(corpus, name, steps):
-    out = run_example(name, corpus, "--steps", steps)
+def test_language_model_examples_learn(tmp_path, corpus, name, steps):
+    out = run_example(name, corpus, "--steps", steps, cwd=tmp_path)
     first, last = losses(out)[0], losses(out)[-1]
     assert last < first - 0.5, out
 
