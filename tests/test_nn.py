@@ -3,6 +3,7 @@ import pytest
 
 import engine.backend
 from engine import Tensor
+from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.nn import Dropout, Embedding, LayerNorm, Linear, Module
 
 
@@ -119,3 +120,13 @@ def test_load_state_dict_not_strict_allows_missing_and_unexpected_but_not_shapes
     assert not np.array_equal(a.layers[0].weight.numpy(), b.layers[0].weight.numpy())
     with pytest.raises(ValueError, match="shape mismatches"):
         a.load_state_dict({"scale": np.zeros(3)}, strict=False)
+
+
+def test_double_turns_every_parameter_float64_in_place():
+    model = GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4))
+    tied = model.transformer.wte.weight
+    assert model.double() is model
+    assert {p.dtype for p in model.parameters()} == {np.dtype(np.float64)}
+    assert model.transformer.wte.weight is tied  # the same Tensors, so weight tying survives
+    _, loss = model(np.zeros((1, 4), dtype=np.int64), np.zeros((1, 4), dtype=np.int64))
+    assert loss.dtype == np.float64

@@ -63,6 +63,14 @@ class Module:
         for p in self.parameters():
             p.zero_grad()
 
+    def double(self):
+        """Every parameter in float64, in place (torch's name): for gradient checks, where float32's
+        rounding would drown the finite differences."""
+        for p in self.parameters():
+            p.data = p.data.astype(np.float64)
+            p.zero_grad()
+        return self
+
     def state_dict(self):
         """name -> the parameter's backend array itself (not a copy)."""
         return {name: p.data for name, p in self.named_parameters()}
