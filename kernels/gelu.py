@@ -30,11 +30,12 @@ def gelu_backward(dout, x, tanh_u):
 # (B, T, 4C) activation costs more than the arithmetic done in it. The constants of u are folded
 # (u = x (sqrt(2/pi) + sqrt(2/pi) 0.044715 x^2): one pass fewer), and the backward can also
 # recompute tanh u from x when the forward did not keep it (tanh_u=None, as the CUDA forward does).
+# (xp.asarray where a buffer is made: on a 0-d x, NumPy's arithmetic returns scalars, not arrays.)
 
 
 def _tanh_u(x, x2):
     """tanh(u), given x2 = x^2, in one buffer."""
-    t = x2 * (SQRT_2_OVER_PI * GELU_COEF)
+    t = xp_of(x).asarray(x2 * (SQRT_2_OVER_PI * GELU_COEF))
     t += SQRT_2_OVER_PI
     t *= x
     return xp_of(x).tanh(t, out=t)
@@ -49,14 +50,15 @@ def gelu_forward_fast(x):
 
 
 def gelu_backward_fast(dout, x, tanh_u=None):
-    x2 = x * x
+    xp = xp_of(x)
+    x2 = xp.asarray(x * x)
     t = _tanh_u(x, x2) if tanh_u is None else tanh_u
     dx = x2  # x2 is not needed again: the buffer becomes du/dx, then the local gradient, then dx
     dx *= 3.0 * GELU_COEF * SQRT_2_OVER_PI
     dx += SQRT_2_OVER_PI
     dx *= x
-    sech2 = t * t
-    xp_of(x).subtract(1.0, sech2, out=sech2)  # 1 - tanh^2 u
+    sech2 = xp.asarray(t * t)
+    xp.subtract(1.0, sech2, out=sech2)  # 1 - tanh^2 u
     dx *= sech2  # x (1 - tanh^2 u) du/dx
     dx += t
     dx += 1.0
