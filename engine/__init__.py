@@ -8,6 +8,7 @@ from engine import methods as _methods  # noqa: F401  (attaches operators and me
 from engine.autograd import grad
 from engine.backend import BackendError, set_backend
 from engine.dispatch import set_kernels
+from engine.draw import draw
 from engine.grad_mode import is_grad_enabled, no_grad
 from engine.gradcheck import gradcheck
 from engine.random import manual_seed
@@ -25,4 +26,5 @@ __all__ = [
     "BackendError",
     "manual_seed",
     "trace",
+    "draw",
 ]

@@ -50,7 +50,7 @@ def _walk(root, root_grad, on_leaf):
     if root.is_leaf:
         on_leaf(root, root_grad.copy())
         return
-    order = _topological_order(root)  # every tensor after the tensors it was made from
+    order = topological_order(root)  # every tensor after the tensors it was made from
     grads = {id(root): root_grad}  # d root / d t for each tensor t reached so far
     pending = _PendingOutputs(order)
     for node in reversed(order):  # so every use of a tensor has added into its gradient first
@@ -82,7 +82,7 @@ def _starting_grad(root, grad):
     return grad.data if isinstance(grad, Tensor) else backend.asarray(grad, dtype=root.dtype, device=root.device)
 
 
-def _topological_order(root):
+def topological_order(root):
     """Tensors with a graph behind them, each after all of its inputs (an iterative DFS: a graph
     deeper than Python's recursion limit is fine)."""
     order, seen, stack = [], set(), [(root, False)]

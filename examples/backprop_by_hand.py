@@ -4,9 +4,15 @@
 
 1. The engine runs forward and backward with trace mode on: each node prints as backward visits
    it, with the gradient arriving at its output and the gradients it sends to its inputs.
+   The graph it walked is drawn (engine.draw) into backprop_by_hand.dot in the current folder:
+   a box per tensor with its shape and gradient norm, an oval per op. With Graphviz installed it
+   is rendered to backprop_by_hand.svg too; else render it with dot -Tsvg (the script says how).
 2. We redo the backward pass by hand, one chain-rule line per node, and check we agree.
 3. A few steps of gradient descent show the loss going down.
 """
+
+import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -30,9 +36,16 @@ def mlp_loss():
 
 print("== 1. the engine's backward, traced (last node first) ==")
 loss = mlp_loss()
+drawing = engine.draw(loss, names={"W1": W1, "b1": b1, "W2": W2, "b2": b2})  # before backward: it frees the graph
 with engine.trace():
     loss.backward()
-print(f"loss = {loss.item():.6f}\n")
+print(f"loss = {loss.item():.6f}")
+drawing.save("backprop_by_hand.dot")  # saved after backward, so each box shows its gradient's norm
+print(f"wrote the graph backward walked: {Path('backprop_by_hand.dot').resolve()}")
+if shutil.which("dot"):  # Graphviz is installed: render it here too
+    drawing.save("backprop_by_hand.svg")
+    print(f"wrote its picture: {Path('backprop_by_hand.svg').resolve()}")
+print("(render a .dot with: dot -Tsvg backprop_by_hand.dot -o backprop_by_hand.svg)\n")
 
 print("== 2. the same gradients by hand ==")
 z1 = X @ W1.data + b1.data  # pre-activation
