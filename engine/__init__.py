@@ -10,7 +10,7 @@ from engine.backend import BackendError, set_backend
 from engine.dispatch import set_kernels
 from engine.draw import draw
 from engine.grad_mode import is_grad_enabled, no_grad
-from engine.gradcheck import gradcheck
+from engine.gradcheck import gradcheck, gradcheck_parameters
 from engine.random import manual_seed
 from engine.tensor import Tensor
 from engine.trace import trace
@@ -21,6 +21,7 @@ __all__ = [
     "no_grad",
     "is_grad_enabled",
     "gradcheck",
+    "gradcheck_parameters",
     "set_backend",
     "set_kernels",
     "BackendError",

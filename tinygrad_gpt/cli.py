@@ -1,4 +1,4 @@
-"""The `tinygpt` command: train, sample, bench.
+"""The `tinygpt` command: train, sample, bench, gradcheck.
 
 Exit status: 0 done; 1 a runtime problem (data, checkpoint, backend, files), reported as one line
 `tinygpt: error: ...`; 2 a usage problem (flags, values, prompt); 130 interrupted. --debug shows
@@ -13,6 +13,7 @@ from dataclasses import fields
 from engine import BackendError, set_backend, set_kernels
 from tinygrad_gpt.bench import bench, report
 from tinygrad_gpt.errors import TinyGPTError, TrainingInterrupted
+from tinygrad_gpt.gradcheck import TOLERANCE, gradcheck
 from tinygrad_gpt.presets import PRESETS, TrainConfig
 from tinygrad_gpt.sample import sample
 from tinygrad_gpt.train import run_config, train
@@ -46,9 +47,13 @@ def run_bench(args):
     report(bench(args.preset, args.iters, args.warmup, vs_torch=args.vs_torch, profile=args.profile), as_json=args.json)
 
 
+def run_gradcheck(args):
+    gradcheck(args.preset, args.out_dir, args.batch_size, args.elements, args.seed, args.tolerance)
+
+
 def build_parser():
     parser = _Parser(prog="tinygpt", description="Train and sample a character-level GPT on Tiny Shakespeare.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,bench}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,bench,gradcheck}")
     common = _Parser(add_help=False)
     common.add_argument(
         "--backend", choices=("numpy", "cupy"), help="array backend (default: $TINYGPT_BACKEND, else numpy)"
@@ -126,6 +131,23 @@ def build_parser():
         help="also time the same model and recipe in PyTorch eager, in this run, and print the ratio",
     )
     p_bench.add_argument("--profile", action="store_true", help="print the share of a step spent in each op")
+
+    p_check = commands.add_parser(
+        "gradcheck",
+        parents=[common],
+        help="check every gradient of the whole GPT against finite differences",
+        description="Check d loss / d parameter for every parameter of a GPT, in float64, against central "
+        "differences along a random direction and at a few elements. Exit 1 names the first that fails.",
+    )
+    p_check.set_defaults(run=run_gradcheck)
+    p_check.add_argument("--preset", choices=PRESETS, default="tiny", help=f"model shapes: {presets} (default tiny)")
+    p_check.add_argument("--out-dir", metavar="DIR", help="check the checkpoint in DIR instead of a preset")
+    p_check.add_argument("--batch-size", type=int, default=4, help="random sequences in the batch (default 4)")
+    p_check.add_argument("--elements", type=int, default=3, help="random elements per parameter (default 3)")
+    p_check.add_argument("--seed", type=int, default=0, help="seed of the tokens, directions and dropout")
+    p_check.add_argument(
+        "--tolerance", type=float, default=TOLERANCE, help=f"largest relative error allowed (default {TOLERANCE:g})"
+    )
     return parser
 
 
