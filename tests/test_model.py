@@ -3,9 +3,11 @@ import math
 import numpy as np
 import pytest
 
+import engine
+import engine.dispatch
 from engine import gradcheck, is_grad_enabled
 from tinygrad_gpt.model import GPT, GPTConfig, _sample
-from tinygrad_gpt.optim import AdamW
+from tinygrad_gpt.optim import AdamW, clip_grad_norm_
 
 
 def tiny_config(**overrides):
@@ -245,3 +247,34 @@ def test_bad_sampling_arguments_are_errors(kwargs, message):
     model = GPT(tiny_config())
     with pytest.raises(ValueError, match=message):
         model.generate(random_ids((1, 2), 7), **{"max_new_tokens": 3, **kwargs})
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-12)])
+def test_training_on_the_plain_rung_gives_the_fast_rungs_losses(dtype, rtol):
+    """The same steps (forward with dropout, backward, clip, AdamW) on each rung: the kernels differ in
+    rounding only, so the losses and the weights after them agree to rounding."""
+    runs, previous = {}, engine.dispatch.chosen()
+    for rung in ("plain", "fast"):
+        engine.set_kernels(rung)
+        try:
+            model = GPT(tiny_config(block_size=8, n_layer=2, dropout=0.1), seed=1)
+            if dtype == np.float64:
+                model.double()
+            optimizer = AdamW(model.named_parameters(), lr=1e-2)
+            losses = []
+            for step in range(4):
+                engine.manual_seed(step)
+                _, loss = model(random_ids((3, 8), 7, seed=step), random_ids((3, 8), 7, seed=10 + step))
+                loss.backward()
+                clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                optimizer.zero_grad()
+                losses.append(loss.item())
+            runs[rung] = losses, [p.numpy() for p in model.parameters()]
+        finally:
+            engine.set_kernels(previous.name)
+    (plain_losses, plain_weights), (fast_losses, fast_weights) = runs["plain"], runs["fast"]
+    np.testing.assert_allclose(fast_losses, plain_losses, rtol=rtol)
+    assert len(set(plain_losses)) == 4  # the steps changed the model
+    for fast, plain in zip(fast_weights, plain_weights):
+        np.testing.assert_allclose(fast, plain, rtol=rtol * 10, atol=rtol)
