@@ -16,6 +16,7 @@ import numpy as np
 import engine
 from engine import backend
 from engine.dispatch import kernels_for
+from engine.memory import peak_bytes, saved_for_backward
 from engine.profiler import profile as engine_profile
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
@@ -97,7 +98,8 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
 
     vs_torch: also time the same model and recipe in PyTorch eager, in the same run on the same
     device, interleaved in blocks (ours, then torch, repeated) so neither always runs on a cold
-    cache or beside the other's still-spinning worker threads. profile: add a per-op table.
+    cache or beside the other's still-spinning worker threads. profile: add a per-op table of
+    time, and one of the memory each op keeps for the backward, with the step's peak.
     """
     if iters < 1 or warmup < 0:
         raise UsageError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
@@ -154,12 +156,29 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
     if "torch" in result:
         result["ratio_vs_torch"] = result["ms_per_iter"] / result["torch"]["ms_per_iter"]
     if profile:  # of the one-thread step: the profiler times ops one after another
-        serial_step, _ = tinygpt_step(config)
+        serial_step, serial_model = tinygpt_step(config)
         with engine_profile() as prof:
             for _ in range(iters):
                 serial_step()
         result["profile"] = prof.table()
+        result["memory"] = _kept_for_backward(serial_model, config)
+        # above the parameters and AdamW's moments, which outlive the step
+        result["memory"]["step_peak_mb"] = peak_bytes(serial_step) / 2**20
     return result
+
+
+def _kept_for_backward(model, config):
+    """What the training step's forward keeps for its backward on the benchmark batch: a table, the
+    MB per op and in all, and the MB of parameters the graph holds (not in the total)."""
+    x, y = (backend.asarray(a) for a in random_batch(config))
+    _, loss = model(x, y)
+    kept = saved_for_backward(loss)  # the graph is dropped with `loss` on return, never walked
+    return {
+        "table": kept.table(),
+        "kept_mb_by_op": {op: nbytes / 2**20 for op, nbytes in kept.by_op.items()},
+        "kept_mb": kept.total / 2**20,
+        "parameters_mb": kept.parameters / 2**20,
+    }
 
 
 def _first_loss(model, config):
@@ -227,5 +246,14 @@ def report(result, as_json=False):
     if "profile" in result:
         print(f"where {result['iters']} iterations of the one-thread step spend their time:")
         print(result["profile"])
+    if "memory" in result:
+        memory = result["memory"]
+        print("what its forward keeps for the backward (activations, each charged to the op that made it):")
+        print(memory["table"])
+        print(f"  and {memory['parameters_mb']:.2f} MB of parameters, not counted above")
+        print(
+            "  peak of one step (forward, backward, clip, AdamW) above what was in use before it: "
+            f"{memory['step_peak_mb']:.2f} MB"
+        )
     if as_json:
         print(json.dumps(result))
