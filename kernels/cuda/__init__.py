@@ -33,15 +33,21 @@ _BLOCK = 256  # threads per block of the elementwise and layernorm-backward kern
 _FLASH_THREADS = 128  # FLASH_THREADS in flash_attention.cu
 _FLASH_MAX_HEAD_DIM = 128  # 32 dims per lane, at most 4 lanes per row
 _MAX_SHARED = 48 * 1024  # shared memory a block gets without opting in
+NVRTC_OPTIONS = ("-std=c++17",)
+
+
+def source_code(name):
+    """The text NVRTC compiles for `name`.cu: common.cuh in front of it, with the .cu file's own
+    line numbers kept for error messages."""
+    code = (_SOURCE_DIR / "common.cuh").read_text()
+    return code + f'#line 1 "{name}.cu"\n' + (_SOURCE_DIR / f"{name}.cu").read_text()
 
 
 @functools.cache
-def _module(source):
+def _module(name):
     import cupy
 
-    code = (_SOURCE_DIR / "common.cuh").read_text()
-    code += f'#line 1 "{source}.cu"\n' + (_SOURCE_DIR / f"{source}.cu").read_text()
-    return cupy.RawModule(code=code, options=("-std=c++17",))
+    return cupy.RawModule(code=source_code(name), options=NVRTC_OPTIONS)
 
 
 @functools.cache
