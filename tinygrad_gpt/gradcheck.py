@@ -8,6 +8,8 @@ Dropout stays as the model has it, its masks fixed by reseeding before every eva
 backward is checked too.
 """
 
+import numpy
+
 import engine
 from engine import backend
 from engine.dispatch import kernels_for
@@ -51,9 +53,8 @@ def gradcheck_model(model, batch_size=4, elements=3, seed=0, tolerance=TOLERANCE
     (default stdout); raises GradcheckFailed naming the first parameter past `tolerance`."""
     model.double().train()
     c = model.config
-    rng = engine.backend.get_xp().random.default_rng(seed)
-    tokens = rng.integers(0, c.vocab_size, (batch_size, c.block_size + 1))
-    idx, targets = tokens[:, :-1], tokens[:, 1:]
+    tokens = numpy.random.default_rng(seed).integers(0, c.vocab_size, (batch_size, c.block_size + 1))
+    idx, targets = backend.asarray(tokens[:, :-1]), backend.asarray(tokens[:, 1:])  # the same on any backend
 
     def loss_fn():
         engine.manual_seed(seed)  # the same dropout masks at every evaluation
