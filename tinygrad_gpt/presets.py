@@ -69,9 +69,22 @@ def _is_number(value):
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
+# nanoGPT's shakespeare_char optimizer recipe, shared by the presets
+_RECIPE = dict(
+    log_interval=10,
+    learning_rate=1e-3,
+    min_lr=1e-4,
+    warmup_iters=100,
+    lr_decay_iters=None,
+    weight_decay=0.1,
+    beta2=0.99,
+    grad_clip=1.0,
+    seed=1337,
+)
 # cpu: nanoGPT's shakespeare_char recipe for a laptop; baby: its GPU recipe; tiny: a smoke test.
 PRESETS = {
     "cpu": dict(
+        _RECIPE,
         n_layer=4,
         n_head=4,
         n_embd=128,
@@ -81,17 +94,9 @@ PRESETS = {
         max_iters=2000,
         eval_interval=250,
         eval_iters=20,
-        log_interval=10,
-        learning_rate=1e-3,
-        min_lr=1e-4,
-        warmup_iters=100,
-        lr_decay_iters=None,
-        weight_decay=0.1,
-        beta2=0.99,
-        grad_clip=1.0,
-        seed=1337,
     ),
     "baby": dict(
+        _RECIPE,
         n_layer=6,
         n_head=6,
         n_embd=384,
@@ -101,17 +106,9 @@ PRESETS = {
         max_iters=5000,
         eval_interval=250,
         eval_iters=200,
-        log_interval=10,
-        learning_rate=1e-3,
-        min_lr=1e-4,
-        warmup_iters=100,
-        lr_decay_iters=None,
-        weight_decay=0.1,
-        beta2=0.99,
-        grad_clip=1.0,
-        seed=1337,
     ),
     "tiny": dict(
+        _RECIPE,
         n_layer=2,
         n_head=2,
         n_embd=32,
@@ -121,15 +118,9 @@ PRESETS = {
         max_iters=100,
         eval_interval=50,
         eval_iters=5,
-        log_interval=10,
         learning_rate=3e-3,
         min_lr=3e-4,
         warmup_iters=10,
-        lr_decay_iters=None,
-        weight_decay=0.1,
-        beta2=0.99,
-        grad_clip=1.0,
-        seed=1337,
     ),
 }
 
