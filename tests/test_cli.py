@@ -77,6 +77,7 @@ def test_bench_json_last_line(tmp_path):
         (["train", "--dropout", "1.5"], "dropout must be a number in [0, 1)"),
         (["bench", "--iters", "0"], "--iters must be >= 1"),
         (["sample", "--temperature", "0"], "--temperature must be > 0"),
+        (["train", "--gradient-accumulation-steps", "0"], "gradient_accumulation_steps must be a positive integer"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(args, fragment):

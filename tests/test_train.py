@@ -5,8 +5,10 @@ import math
 import signal
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
+from helpers import assert_close
 from tiny_runs import tiny_config
 from tinygrad_gpt import train as train_module
 from tinygrad_gpt.checkpoint import BEST_DIR, read_checkpoint
@@ -41,12 +43,12 @@ def test_tiny_model_learns(tmp_path, corpus):
     assert best.best_val_loss == min(r["val_loss"] for r in log) and best.step == 100
 
 
-@pytest.mark.parametrize("stop", ["max_iters", "sigint"])
-def test_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tmp_path, corpus, monkeypatch, stop):
+@pytest.mark.parametrize("stop, accumulate", [("max_iters", 1), ("sigint", 1), ("max_iters", 2)])
+def test_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tmp_path, corpus, monkeypatch, stop, accumulate):
     """Straight to 12 steps, versus stopping (at max_iters 6, or Ctrl-C during step 4) and
     resuming to 12: the same losses in the log and the same bytes in the checkpoint. Dropout is
-    on, so its random stream must be restored too."""
-    config = tiny_config(max_iters=12, eval_interval=3, dropout=0.1)
+    on, so its random stream must be restored too (one per micro-batch with accumulation)."""
+    config = tiny_config(max_iters=12, eval_interval=3, dropout=0.1, gradient_accumulation_steps=accumulate)
     train(config, tmp_path / "straight", corpus)
 
     resumed = tmp_path / "resumed"
@@ -90,10 +92,41 @@ def test_run_refuses_to_overwrite_or_reshape_a_checkpoint(tmp_path, corpus):
         train(run_config(tmp_path, None, {"n_layer": 3}, resume=True), tmp_path, corpus, resume=True)
 
 
+def gradients_of_first_step(tmp_path, corpus, monkeypatch, **overrides):
+    """The gradients AdamW receives at step 1 of a run (dropout off, no clipping)."""
+    seen = []
+
+    class RecordingAdamW(train_module.AdamW):
+        def step(self):
+            seen.append({name: p.grad.copy() for name, p in self.named_parameters})
+            super().step()
+
+    monkeypatch.setattr(train_module, "AdamW", RecordingAdamW)
+    train(tiny_config(max_iters=1, eval_interval=1, grad_clip=0.0, **overrides), tmp_path, corpus)
+    return seen[0]
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch(tmp_path, corpus, monkeypatch, threads):
+    """Batch 8 in one step, and 4 micro-batches of 2 (on one thread, and split over two): the
+    same 8 sequences, the same gradient to float32 rounding."""
+    monkeypatch.setenv("TINYGPT_CPU_THREADS", threads)
+    big = gradients_of_first_step(tmp_path / "big", corpus, monkeypatch, batch_size=8)
+    micro = gradients_of_first_step(
+        tmp_path / "micro", corpus, monkeypatch, batch_size=2, gradient_accumulation_steps=4
+    )
+    for name, grad in big.items():
+        assert_close(micro[name], grad, rtol=1e-5)
+    halved = gradients_of_first_step(tmp_path / "half", corpus, monkeypatch, batch_size=4)
+    assert not np.allclose(halved["transformer.wte.weight"], big["transformer.wte.weight"], rtol=1e-3)
+
+
 def test_run_config_errors(tmp_path):
     assert run_config(tmp_path, "tiny", {"max_iters": 7}, resume=False).lr_decay_iters == 7
     with pytest.raises(UsageError, match="invalid config: learning_rate"):
         run_config(tmp_path, "tiny", {"learning_rate": -1.0}, resume=False)
+    with pytest.raises(UsageError, match="gradient_accumulation_steps must be a positive integer"):
+        run_config(tmp_path, "tiny", {"gradient_accumulation_steps": 0}, resume=False)
     with pytest.raises(CheckpointError, match="config.json"):
         run_config(tmp_path, None, {}, resume=True)
 

@@ -58,9 +58,9 @@ def _blas_limiter():
 
 
 class DataParallel:
-    """step(x, y, seed): model(x, y)'s loss as a 0-d Tensor, with every parameter's gradient
-    added into its `.grad`, the batch split along its first axis over `shards` threads. Each
-    shard seeds its own dropout generator from (seed, shard index)."""
+    """step(x, y, seed, scale): scale times model(x, y)'s loss as a 0-d Tensor, with every
+    parameter's gradient of it added into its `.grad`, the batch split along its first axis over
+    `shards` threads. Each shard seeds its own dropout generator from (seed, shard index)."""
 
     def __init__(self, model, shards):
         self.model, self.shards = model, shards
@@ -69,11 +69,12 @@ class DataParallel:
         # idle workers wait on a queue (daemon threads: they end with the process)
         self.workers = [_Worker() for _ in range(shards - 1)]  # the calling thread takes the last shard
 
-    def step(self, x, y, seed):
+    def step(self, x, y, seed, scale=1.0):
         n = len(x)
         bounds = [n * s // self.shards for s in range(self.shards + 1)]
         tasks = [
-            (x[a:b], y[a:b], (b - a) / n, seed * self.shards + s) for s, (a, b) in enumerate(itertools.pairwise(bounds))
+            (x[a:b], y[a:b], (b - a) / n * scale, seed * self.shards + s)
+            for s, (a, b) in enumerate(itertools.pairwise(bounds))
         ]
         if self.shards == 1:
             results = [self._shard(*tasks[0])]

@@ -30,6 +30,8 @@ class TrainConfig:
     beta2: float
     grad_clip: float  # 0 turns clipping off
     seed: int
+    # defaults, so that checkpoints saved before these fields existed still load
+    gradient_accumulation_steps: int = 1  # micro-batches of batch_size per step (nanoGPT's name)
 
     def __post_init__(self):
         if self.lr_decay_iters is None:
@@ -45,6 +47,7 @@ class TrainConfig:
             "eval_iters",
             "log_interval",
             "lr_decay_iters",
+            "gradient_accumulation_steps",
         ):
             self._check(name, _is_int, lambda v: v > 0, "a positive integer")
         for name in ("warmup_iters", "seed"):

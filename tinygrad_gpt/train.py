@@ -1,10 +1,10 @@
 """The training loop (nanoGPT's train.py on our engine): resumable bit for bit, stops cleanly.
 
 Reproducibility: every random draw of a step comes from (seed, step) alone. The batch of step s
-comes from np.random.default_rng([seed, s]) and its dropout masks from engine.manual_seed(a number
-derived from (seed, s), and the shard on a multi-core CPU: tinygrad_gpt/parallel.py); eval
-batches come from their own fixed streams. So a run resumed from
-a checkpoint at step s replays exactly what the uninterrupted run would have done. (Batches are
+comes from np.random.default_rng([seed, s]) (all its micro-batches in one draw) and its dropout
+masks from engine.manual_seed(a number derived from (seed, s, micro-batch), and the shard on a
+multi-core CPU: tinygrad_gpt/parallel.py); eval batches come from their own fixed streams. So a
+run resumed from a checkpoint at step s replays exactly what the uninterrupted run would have done. (Batches are
 drawn on the host, the same on both backends; dropout masks come from the backend's generator.)
 """
 
@@ -41,8 +41,10 @@ def batch_rng(seed, step):
     return np.random.default_rng([seed, step])
 
 
-def dropout_seed(seed, step):
-    return int(np.random.SeedSequence([seed, step, DROPOUT_STREAM]).generate_state(1)[0])
+def dropout_seed(seed, step, micro_step=0):
+    # micro-step 0 keeps the seed that runs without gradient accumulation have always had
+    words = [seed, step, DROPOUT_STREAM] + ([micro_step] if micro_step else [])
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
 def run_config(out_dir, preset, overrides, resume):
@@ -105,7 +107,8 @@ def train(config, out_dir="out", data=None, resume=False):
     params = model.parameters()
     parallel = DataParallel(model, shards) if shards > 1 else None
     backend.keep_freed_host_memory()  # a training step makes many large temporaries
-    tokens_per_step = config.batch_size * config.block_size
+    accumulate = config.gradient_accumulation_steps
+    tokens_per_step = config.batch_size * accumulate * config.block_size
     start = time.time()
     synced_step, synced_time = step, start
     finite_flags = []  # one 0-d device bool per step since the last sync: read together, not per step
@@ -115,15 +118,22 @@ def train(config, out_dir="out", data=None, resume=False):
         while step < config.max_iters:
             lr = get_lr(step, config.learning_rate, config.min_lr, config.warmup_iters, config.lr_decay_iters)
             optimizer.lr = lr
-            x, y = dataset.get_batch("train", config.batch_size, config.block_size, batch_rng(config.seed, step))
-            if parallel is None:
-                engine.manual_seed(dropout_seed(config.seed, step))  # this step's dropout masks
-                _, loss = model(backend.asarray(x), backend.asarray(y))  # forward
-                loss.backward()  # backward: every parameter's .grad
-            else:  # the same forward and backward, the batch split over CPU threads
-                loss = parallel.step(x, y, dropout_seed(config.seed, step))
+            x, y = dataset.get_batch(
+                "train", config.batch_size * accumulate, config.block_size, batch_rng(config.seed, step)
+            )
+            loss = 0.0  # the step's mean loss over its micro-batches, on the device
+            for micro_step, (xm, ym) in enumerate(zip(np.split(x, accumulate), np.split(y, accumulate))):
+                seed = dropout_seed(config.seed, step, micro_step)
+                if parallel is None:
+                    engine.manual_seed(seed)  # this micro-step's dropout masks
+                    _, micro_loss = model(backend.asarray(xm), backend.asarray(ym))  # forward
+                    micro_loss = micro_loss / accumulate  # so the summed gradients are the whole batch's
+                    micro_loss.backward()  # backward: adds into every parameter's .grad
+                else:  # the same forward and backward, the micro-batch split over CPU threads
+                    micro_loss = parallel.step(xm, ym, seed, scale=1 / accumulate)
+                loss = loss + micro_loss.data
             norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else grad_norm(params)
-            finite_flags.append(xp.isfinite(loss.data) & xp.isfinite(norm))
+            finite_flags.append(xp.isfinite(loss) & xp.isfinite(norm))
             optimizer.step()  # AdamW
             optimizer.zero_grad()
             step += 1
@@ -142,7 +152,7 @@ def train(config, out_dir="out", data=None, resume=False):
                     )
                 now = time.time()
                 tokens_per_s = (step - synced_step) * tokens_per_step / (now - synced_time)
-                bar.set_postfix({"loss": f"{loss.item():.4f}", "tok/s": f"{tokens_per_s:,.0f}"})
+                bar.set_postfix({"loss": f"{float(backend.to_numpy(loss)):.4f}", "tok/s": f"{tokens_per_s:,.0f}"})
                 finite_flags, synced_step, synced_time = [], step, now
             if evaluate:
                 losses = estimate_loss(model, dataset, config)
