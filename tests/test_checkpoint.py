@@ -11,6 +11,7 @@ import pytest
 import safetensors.numpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from safetensors import safe_open
 
 import engine
 from engine import backend
@@ -22,9 +23,11 @@ from tinygrad_gpt.checkpoint import (
     OPTIMIZER_FILE,
     load_model,
     load_optimizer,
+    load_tokenizer,
     read_checkpoint,
     save_checkpoint,
 )
+from tinygrad_gpt.data import CharTokenizer
 from tinygrad_gpt.errors import CheckpointError
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW
@@ -53,7 +56,7 @@ def trained(seed=0, steps=2):
 
 
 def save(directory, model, optimizer, step=7):
-    save_checkpoint(directory, model, VOCAB, CONFIG, step=step, best_val_loss=1.25, optimizer=optimizer)
+    save_checkpoint(directory, model, CharTokenizer(VOCAB), CONFIG, step=step, best_val_loss=1.25, optimizer=optimizer)
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +112,40 @@ def test_optimizer_round_trip_continues_identically(tmp_path):
     assert np.array_equal(logits_of(model), logits_of(model2))
 
 
+def test_config_json_also_describes_a_transformers_gpt2(saved):
+    config = json.loads((saved / CONFIG_FILE).read_text())
+    expected = {"model_type": "gpt2", "vocab_size": len(VOCAB), "n_positions": CONFIG.block_size, "n_layer": 2}
+    assert {k: config[k] for k in expected} == expected and config["activation_function"] == "gelu_new"
+    assert config["tie_word_embeddings"] and config["eos_token_id"] is None  # a char vocabulary has no end token
+    with safe_open(saved / MODEL_FILE, framework="numpy") as f:
+        assert f.metadata() == {"format": "pt"}  # what transformers' loader checks for
+    assert json.loads((saved / "tokenizer.json").read_text())["model"]["vocab"] == {ch: i for i, ch in enumerate(VOCAB)}
+
+
+def test_a_checkpoint_from_before_the_transformers_fields_still_loads(ckpt):
+    """config.json as earlier versions wrote it: no GPT2Config fields, no layer_norm_epsilon, no
+    gradient accumulation or init_from, no tokenizer.json."""
+    expected = {k: v.copy() for k, v in load_all(ckpt).state_dict().items()}
+
+    def as_before(config):
+        for key in set(config) - {"step", "best_val_loss", "model", "vocab", "train", "optimizer_step", "sha256"}:
+            del config[key]
+        config["model"].pop("layer_norm_epsilon")
+        config["train"].pop("gradient_accumulation_steps")
+        config["train"].pop("init_from")
+        config["sha256"].pop("tokenizer.json")
+
+    rewrite_config(ckpt, as_before)
+    (ckpt / "tokenizer.json").unlink()
+    (ckpt / "tokenizer_config.json").unlink()
+    assert_weights(load_all(ckpt), expected)
+    checkpoint = read_checkpoint(ckpt)
+    assert load_tokenizer(checkpoint).vocab == VOCAB and checkpoint.train_config == CONFIG
+
+
 def test_best_checkpoint_has_no_optimizer(tmp_path):
     model, _ = trained()
-    save_checkpoint(tmp_path, model, VOCAB, CONFIG, step=3, best_val_loss=None)
+    save_checkpoint(tmp_path, model, CharTokenizer(VOCAB), CONFIG, step=3, best_val_loss=None)
     checkpoint = read_checkpoint(tmp_path)
     assert checkpoint.optimizer_step is None and not (tmp_path / OPTIMIZER_FILE).exists()
     load_model(checkpoint)

@@ -1,13 +1,17 @@
 """The `tinygpt` command end to end, in subprocesses: train, sample, bench, and one-line errors."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 import engine
 from tiny_runs import TINY_FLAGS, assert_one_line_error, tinygpt
+from tinygrad_gpt.errors import TinyGPTError
+from tinygrad_gpt.huggingface import resolve
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +81,9 @@ def test_bench_json_last_line(tmp_path):
         (["train", "--dropout", "1.5"], "dropout must be a number in [0, 1)"),
         (["bench", "--iters", "0"], "--iters must be >= 1"),
         (["sample", "--temperature", "0"], "--temperature must be > 0"),
+        (["train", "--preset", "finetune"], "the finetune preset starts from a pretrained model"),
+        (["train", "--init-from", "gpt2", "--n-layer", "2"], "--n-layer: the model's shape comes from --init-from"),
+        (["train", "--init-from", "gpt2", "--resume"], "--init-from starts a new run"),
         (["train", "--gradient-accumulation-steps", "0"], "gradient_accumulation_steps must be a positive integer"),
     ],
 )
@@ -119,6 +126,22 @@ def test_runtime_errors_of_sample_and_out_dir(tmp_path, corpus):
     blocker.write_text("not a folder")
     result = tinygpt("train", *TINY_FLAGS, "--data", corpus, "--out-dir", blocker / "out")
     assert_one_line_error(result, 1, "tinygpt: error:", str(blocker))
+
+
+def test_init_from_a_hub_name_without_huggingface_hub_says_how_to_get_the_folder(monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # importing it now raises ImportError
+    with pytest.raises(TinyGPTError, match="hf download openai-community/gpt2 --local-dir DIR") as info:
+        resolve("gpt2")
+    assert "huggingface_hub is not installed" in str(info.value)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("huggingface_hub") is None, reason="huggingface_hub is not installed")
+def test_init_from_a_hub_name_offline_is_one_line(tmp_path):
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}  # an empty cache, and no network
+    result = tinygpt("sample", "--init-from", "gpt2", env=offline)
+    assert_one_line_error(result, 1, "openai-community/gpt2 could not be fetched", "hf download")
+    result = tinygpt("sample", "--init-from", "./no/such/folder", env=offline)
+    assert_one_line_error(result, 1, "no such folder, nor a Hugging Face Hub model name")
 
 
 def cupy_usable():

@@ -7,7 +7,7 @@ import pytest
 
 from tiny_runs import write_corpus
 from tinygrad_gpt import data
-from tinygrad_gpt.data import CharDataset, CharTokenizer, load_dataset, read_text, resolve_data_path
+from tinygrad_gpt.data import CharTokenizer, TextDataset, load_dataset, read_text, resolve_data_path
 from tinygrad_gpt.errors import DataError
 
 
@@ -78,13 +78,13 @@ def test_tokenizer_round_trip():
 
 def test_split_is_first_90_percent_and_last_10_percent():
     text = "".join(chr(ord("a") + i % 26) for i in range(1000))
-    ds = CharDataset(text)
+    ds = TextDataset(text)
     assert ds.tokenizer.decode(ds.splits["train"]) == text[:900]
     assert ds.tokenizer.decode(ds.splits["val"]) == text[900:]
 
 
 def test_batches_are_next_token_windows_and_reproducible():
-    ds = CharDataset("".join(chr(0x4E00 + i) for i in range(2000)))  # distinct, ascending: id == position
+    ds = TextDataset("".join(chr(0x4E00 + i) for i in range(2000)))  # distinct, ascending: id == position
     x, y = ds.get_batch("val", 5, 8, np.random.default_rng(3))
     assert x.shape == y.shape == (5, 8) and x.dtype == y.dtype == np.int64
     assert (np.diff(x, axis=1) == 1).all() and (y == x + 1).all()  # contiguous windows, shifted by one
@@ -96,7 +96,7 @@ def test_batches_are_next_token_windows_and_reproducible():
 
 
 def test_batches_reach_both_ends_of_a_split():
-    ds = CharDataset("ab" * 50)  # val has 10 tokens: windows of 9 can start at 0 only
+    ds = TextDataset("ab" * 50)  # val has 10 tokens: windows of 9 can start at 0 only
     x, y = ds.get_batch("val", 4, 9, np.random.default_rng(0))
     assert (x == ds.splits["val"][:9]).all() and (y == ds.splits["val"][1:]).all()
 

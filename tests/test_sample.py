@@ -19,7 +19,7 @@ CONFIG = tiny_config()
 
 def checkpoint(directory, vocab):
     model = GPT(GPTConfig(len(vocab), CONFIG.block_size, CONFIG.n_layer, CONFIG.n_head, CONFIG.n_embd))
-    save_checkpoint(directory, model, vocab, CONFIG, step=1, best_val_loss=None)
+    save_checkpoint(directory, model, CharTokenizer(vocab), CONFIG, step=1, best_val_loss=None)
     return directory
 
 

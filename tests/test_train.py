@@ -127,6 +127,13 @@ def test_run_config_errors(tmp_path):
         run_config(tmp_path, "tiny", {"learning_rate": -1.0}, resume=False)
     with pytest.raises(UsageError, match="gradient_accumulation_steps must be a positive integer"):
         run_config(tmp_path, "tiny", {"gradient_accumulation_steps": 0}, resume=False)
+    assert run_config(tmp_path, None, {"init_from": "gpt2"}, resume=False).learning_rate == 3e-5  # finetune
+    with pytest.raises(UsageError, match="finetune preset starts from a pretrained model"):
+        run_config(tmp_path, "finetune", {}, resume=False)
+    with pytest.raises(UsageError, match="--n-embd: the model's shape comes from --init-from"):
+        run_config(tmp_path, None, {"init_from": "gpt2", "n_embd": 64}, resume=False)
+    with pytest.raises(UsageError, match="--init-from starts a new run"):
+        run_config(tmp_path, None, {"init_from": "gpt2"}, resume=True)
     with pytest.raises(CheckpointError, match="config.json"):
         run_config(tmp_path, None, {}, resume=True)
 

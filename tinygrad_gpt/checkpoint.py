@@ -3,15 +3,19 @@
 A checkpoint folder (the out-dir, or out-dir/best) holds
   model.safetensors      the weights under Hugging Face GPT-2 names, float32, host arrays
   optimizer.safetensors  AdamW's moments, "exp_avg.<name>" / "exp_avg_sq.<name>" (latest only)
+  tokenizer.json         the tokenizer in Hugging Face's format (a BPE's only copy; for the
+                         character tokenizer, its vocabulary is config.json's "vocab")
   config.json            model config, vocabulary, training config, step, best val loss,
-                         optimizer step, and the sha256 of each tensor file above
+                         optimizer step, and the sha256 of each file above; beside them
+                         GPT2Config's fields, so that the folder is also a transformers model
+                         (with tokenizer_config.json, derived from the rest)
 
-Crash safety: a save writes all three files to temp files and fsyncs them, then renames them over
+Crash safety: a save writes all files to temp files and fsyncs them, then renames them over
 the old ones back to back, config.json last. config.json is the commit point: it names the exact
-bytes (by sha256) of the tensor files it belongs to. Before the renames, the tensor files being
-replaced are hard-linked into .previous/, so a crash between two renames (old config.json, new
-weights) still loads: the loader takes the file whose sha256 config.json names, from the folder or
-from .previous/. A crash before the renames leaves the previous checkpoint untouched. A set that
+bytes (by sha256) of the files it belongs to. Before the renames, the files being replaced are
+hard-linked into .previous/, so a crash between two renames (old config.json, new weights) still
+loads: the loader takes the file whose sha256 config.json names, from the folder or from
+.previous/. A crash before the renames leaves the previous checkpoint untouched. A set that
 matches neither (a file replaced by hand) is refused with a CheckpointError, never silently mixed.
 """
 
@@ -25,14 +29,21 @@ from pathlib import Path
 import safetensors.numpy
 
 from engine import backend
-from tinygrad_gpt.errors import CheckpointError
+from tinygrad_gpt.bpe import TOKENIZER_FILE, BPETokenizer
+from tinygrad_gpt.data import CharTokenizer
+from tinygrad_gpt.errors import CheckpointError, TinyGPTError, one_line
 from tinygrad_gpt.fileio import atomic_write
+from tinygrad_gpt.huggingface import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    TOKENIZER_CONFIG_FILE,
+    tokenizer_config,
+    transformers_config,
+)
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.presets import MODEL_FIELDS, TrainConfig
 
-MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
-CONFIG_FILE = "config.json"
 BEST_DIR = "best"
 PREVIOUS_DIR = ".previous"  # the tensor files an older config.json may still name mid-save
 
@@ -43,41 +54,51 @@ class Checkpoint:
 
     directory: Path
     model_config: GPTConfig
-    vocab: str
+    vocab: str | None  # the characters of a char model; None: tokenizer.json holds a BPE
     train_config: TrainConfig
     step: int  # training iterations completed
     best_val_loss: float | None
     optimizer_step: int | None  # None where no optimizer state was saved (best/)
-    sha256: dict  # tensor file name -> hex digest of its bytes
+    sha256: dict  # file name -> hex digest of its bytes
 
 
-def save_checkpoint(directory, model, vocab, train_config, step, best_val_loss, optimizer=None):
-    """Write model (and optimizer) tensors and config.json into directory, crash-safely."""
+def save_checkpoint(directory, model, tokenizer, train_config, step, best_val_loss, optimizer=None):
+    """Write the model (and optimizer) tensors, the tokenizer (a CharTokenizer or BPETokenizer)
+    and config.json into directory, crash-safely. A model that transformers cannot express
+    (bias=False) is saved all the same, without GPT2Config's fields: a folder for us only."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    blobs = {MODEL_FILE: _serialize(model.state_dict())}
+    # the "format" tag is what transformers' loader looks for in a safetensors file
+    blobs = {
+        MODEL_FILE: _serialize(model.state_dict(), metadata={"format": "pt"}),
+        TOKENIZER_FILE: tokenizer.to_json().encode(),
+    }
     optimizer_step = None
     if optimizer is not None:
         state = optimizer.state_dict()
         blobs[OPTIMIZER_FILE] = _serialize(state["tensors"])
         optimizer_step = state["step"]
+    transformers = transformers_config(model.config, tokenizer)
     config = {
+        **(transformers or {}),
         "step": step,
         "best_val_loss": best_val_loss,
         "model": asdict(model.config),
-        "vocab": vocab,
+        "vocab": tokenizer.vocab if isinstance(tokenizer, CharTokenizer) else None,
         "train": {k: v for k, v in asdict(train_config).items() if k not in MODEL_FIELDS},
         "optimizer_step": optimizer_step,
         "sha256": {name: hashlib.sha256(blob).hexdigest() for name, blob in blobs.items()},
     }
     files = {directory / name: blob for name, blob in blobs.items()}
+    if transformers:
+        files[directory / TOKENIZER_CONFIG_FILE] = json.dumps(tokenizer_config(model.config, tokenizer)).encode()
     files[directory / CONFIG_FILE] = json.dumps(config, indent=2).encode()  # last: the commit point
     _keep_previous(directory, blobs)
     atomic_write(files)
 
 
 def _keep_previous(directory, names):
-    """Link the tensor files about to be replaced into directory/.previous/ (each swapped in
+    """Link the files about to be replaced into directory/.previous/ (each swapped in
     atomically), so the current config.json's files survive until the new one is renamed in.
     Only a file that config.json names (by sha256) is kept: after a save killed between renames,
     the folder holds a file no config.json names, and .previous/ already has the right one."""
@@ -99,8 +120,8 @@ def _keep_previous(directory, names):
         os.replace(tmp, previous / name)
 
 
-def _serialize(arrays):
-    return safetensors.numpy.save({name: backend.to_numpy(a) for name, a in arrays.items()})
+def _serialize(arrays, metadata=None):
+    return safetensors.numpy.save({name: backend.to_numpy(a) for name, a in arrays.items()}, metadata=metadata)
 
 
 def read_checkpoint(directory):
@@ -128,8 +149,8 @@ def _parse_config(directory, config):
         if name not in model:
             raise ValueError(f"'model' lacks '{name}'")
     model_config = GPTConfig(**model)
-    vocab = _field(config, "vocab", str)
-    if len(vocab) != model_config.vocab_size or len(set(vocab)) != len(vocab):
+    vocab = _field(config, "vocab", str, optional=True)
+    if vocab is not None and (len(vocab) != model_config.vocab_size or len(set(vocab)) != len(vocab)):
         raise ValueError(f"'vocab' must be {model_config.vocab_size} distinct characters")
     train_config = TrainConfig(**_field(config, "train", dict), **{k: model[k] for k in MODEL_FIELDS})
     step = _field(config, "step", int)
@@ -140,6 +161,8 @@ def _parse_config(directory, config):
         raise ValueError("'step' and 'optimizer_step' must be >= 0")
     if MODEL_FILE not in sha256 or not all(isinstance(v, str) for v in sha256.values()):
         raise ValueError(f"'sha256' must map '{MODEL_FILE}' (and '{OPTIMIZER_FILE}') to hex digests")
+    if vocab is None and TOKENIZER_FILE not in sha256:
+        raise ValueError(f"without a 'vocab', '{TOKENIZER_FILE}' must be recorded in 'sha256'")
     return Checkpoint(
         directory,
         model_config,
@@ -186,22 +209,54 @@ def load_optimizer(checkpoint, optimizer):
     )
 
 
-def _load_tensors(checkpoint, name, expected, load):
-    """Read checkpoint.directory/name, check its dtypes against the `expected` arrays, hand it to
-    `load` (which checks names and shapes before copying), then check config.json's sha256."""
+def load_tokenizer(checkpoint):
+    """The checkpoint's tokenizer: its character vocabulary, or the BPE in its tokenizer.json."""
+    if checkpoint.vocab is not None:
+        return CharTokenizer(checkpoint.vocab)
+    path, raw = _read_file(checkpoint, TOKENIZER_FILE)
+    _check_sha256(checkpoint, TOKENIZER_FILE, path, raw)
+    try:
+        tokenizer = BPETokenizer.from_json(raw.decode("utf-8", errors="replace"))
+    except TinyGPTError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    if tokenizer.vocab_size > checkpoint.model_config.vocab_size:
+        raise CheckpointError(
+            f"{path}: {tokenizer.vocab_size} tokens, more than the model's {checkpoint.model_config.vocab_size}"
+        )
+    return tokenizer
+
+
+def _read_file(checkpoint, name):
+    """(path, bytes) of the file `name` that config.json recorded: in the folder, or in .previous/
+    after a save stopped between renames; the folder's own file where neither matches."""
     path = checkpoint.directory / name
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
-    if hashlib.sha256(raw).hexdigest() != checkpoint.sha256[name]:  # a save stopped between renames?
+    if hashlib.sha256(raw).hexdigest() != checkpoint.sha256[name]:
         previous = checkpoint.directory / PREVIOUS_DIR / name
         if previous.exists() and hashlib.sha256(previous.read_bytes()).hexdigest() == checkpoint.sha256[name]:
-            path, raw = previous, previous.read_bytes()
+            return previous, previous.read_bytes()
+    return path, raw
+
+
+def _check_sha256(checkpoint, name, path, raw):
+    if hashlib.sha256(raw).hexdigest() != checkpoint.sha256[name]:
+        raise CheckpointError(
+            f"{path}: does not match the sha256 recorded in {CONFIG_FILE}: the files "
+            f"come from different saves (an interrupted save, or a replaced file)"
+        )
+
+
+def _load_tensors(checkpoint, name, expected, load):
+    """Read checkpoint.directory/name, check its dtypes against the `expected` arrays, hand it to
+    `load` (which checks names and shapes before copying), then check config.json's sha256."""
+    path, raw = _read_file(checkpoint, name)
     try:
         tensors = safetensors.numpy.load(raw)
     except Exception as e:  # the parser reports bad input as SafetensorError, or KeyError for unknown dtypes
-        raise CheckpointError(f"{path}: not a valid safetensors file ({_one_line(e)})") from None
+        raise CheckpointError(f"{path}: not a valid safetensors file ({one_line(e)})") from None
     wrong_dtype = [
         f"{k} {tensors[k].dtype} != {expected[k].dtype}"
         for k in expected
@@ -212,15 +267,7 @@ def _load_tensors(checkpoint, name, expected, load):
     try:
         load(tensors)  # checks every name and shape before copying anything
     except ValueError as e:
-        raise CheckpointError(f"{path}: {_one_line(e)}") from None
+        raise CheckpointError(f"{path}: {one_line(e)}") from None
     # Checked last so that a file with wrong names or shapes gets the more precise message above;
     # on a mismatch, the error makes the caller abandon the model or optimizer just filled.
-    if hashlib.sha256(raw).hexdigest() != checkpoint.sha256[name]:
-        raise CheckpointError(
-            f"{path}: does not match the sha256 recorded in {CONFIG_FILE}: the files "
-            f"come from different saves (an interrupted save, or a replaced file)"
-        )
-
-
-def _one_line(error):
-    return " ".join(str(error).split()) or type(error).__name__
+    _check_sha256(checkpoint, name, path, raw)

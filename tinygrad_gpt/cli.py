@@ -18,6 +18,11 @@ from tinygrad_gpt.presets import PRESETS, TrainConfig
 from tinygrad_gpt.sample import sample
 from tinygrad_gpt.train import run_config, train
 
+INIT_FROM_HELP = (
+    "a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer.json), or a Hub name "
+    "such as gpt2 (fetched with huggingface_hub where it is installed and online),"
+)
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one line (no usage dump), exit status 2."""
@@ -40,6 +45,7 @@ def run_sample(args):
         top_k=args.top_k or None,
         seed=args.seed,
         best=args.best,
+        init_from=args.init_from,
     )
 
 
@@ -52,7 +58,9 @@ def run_gradcheck(args):
 
 
 def build_parser():
-    parser = _Parser(prog="tinygpt", description="Train and sample a character-level GPT on Tiny Shakespeare.")
+    parser = _Parser(
+        prog="tinygpt", description="Train and sample a character-level GPT on Tiny Shakespeare, or fine-tune GPT-2."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,bench,gradcheck}")
     common = _Parser(add_help=False)
     common.add_argument(
@@ -74,7 +82,9 @@ def build_parser():
         description="Train a GPT. Unset flags take the preset's value (with --resume: the checkpoint's).",
     )
     p_train.set_defaults(run=run_train)
-    p_train.add_argument("--preset", choices=PRESETS, default="cpu", help=f"starting config: {presets} (default cpu)")
+    p_train.add_argument(
+        "--preset", choices=PRESETS, help=f"starting config: {presets} (default cpu, or finetune with --init-from)"
+    )
     p_train.add_argument(
         "--data",
         metavar="PATH",
@@ -85,6 +95,7 @@ def build_parser():
         "--out-dir", default="out", metavar="DIR", help="checkpoints, log.jsonl and loss.png (default out)"
     )
     p_train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out-dir")
+    p_train.add_argument("--init-from", metavar="DIR", help=INIT_FROM_HELP + " to fine-tune, with its tokenizer")
     for name, kind, description in [
         ("max_iters", int, "training iterations in all"),
         ("eval_interval", int, "evaluate and checkpoint every this many iterations"),
@@ -114,6 +125,7 @@ def build_parser():
     p_sample.set_defaults(run=run_sample)
     p_sample.add_argument("--out-dir", default="out", metavar="DIR", help="the training run's folder (default out)")
     p_sample.add_argument("--best", action="store_true", help="use the best checkpoint by val loss (out-dir/best)")
+    p_sample.add_argument("--init-from", metavar="DIR", help=INIT_FROM_HELP + " to sample instead of --out-dir")
     p_sample.add_argument("--prompt", help="text to continue (default: a newline)")
     p_sample.add_argument("--max-new-tokens", type=int, default=500)
     p_sample.add_argument("--temperature", type=float, default=0.8)

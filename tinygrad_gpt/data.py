@@ -3,6 +3,7 @@ tokenizer, and random (x, y) batches of the train or validation split."""
 
 import hashlib
 import http.client
+import json
 import os
 import urllib.request
 from pathlib import Path
@@ -81,7 +82,10 @@ def read_text(path):
 
 
 class CharTokenizer:
-    """One token per distinct character; `vocab` is those characters as a string, in id order."""
+    """One token per distinct character; `vocab` is those characters as a string, in id order.
+    (The other tokenizer, GPT-2's byte-level BPE, is tinygrad_gpt.bpe's; both have this interface.)"""
+
+    eos_token = None  # a character vocabulary has no end-of-text token
 
     def __init__(self, vocab):
         self.vocab = vocab
@@ -106,8 +110,28 @@ class CharTokenizer:
     def decode(self, ids):
         return "".join(self.vocab[i] for i in ids)
 
+    def to_json(self):
+        """This tokenizer as a Hugging Face tokenizer.json, written without their library: a BPE
+        model whose vocabulary is the characters and which has no merges, so every character is
+        one token, and a decoder that joins the tokens as they are (the default joins with spaces).
+        No normalizer or pre-tokenizer: spaces and newlines are tokens like any other."""
+        model = {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": self.stoi,
+            "merges": [],
+        }
+        parts = dict.fromkeys(["truncation", "padding", "normalizer", "pre_tokenizer", "post_processor"])
+        return json.dumps({"version": "1.0", **parts, "added_tokens": [], "decoder": {"type": "Fuse"}, "model": model})
 
-class CharDataset:
+
+class TextDataset:
     """A text as token ids, split into train (first 90%) and val (last 10%)."""
 
     def __init__(self, text, tokenizer=None):
@@ -127,17 +151,18 @@ class CharDataset:
 
 def load_dataset(path, block_size, tokenizer=None):
     """Read and tokenize the text at path, checking both splits can hold a (block_size + 1) window.
-    With a tokenizer (a resumed run's vocabulary), the text must use only its characters."""
+    With a tokenizer (a resumed run's, or a pretrained model's), the text must use only
+    characters it can encode; without one, the text's own characters are the vocabulary."""
     text = read_text(path)
     if tokenizer is not None and (unknown := tokenizer.unknown_chars(text)):
-        raise DataError(f"data file {path} has characters the checkpoint's vocabulary lacks: {format_chars(unknown)}")
-    dataset = CharDataset(text, tokenizer)
+        raise DataError(f"data file {path} has characters the model's vocabulary lacks: {format_chars(unknown)}")
+    dataset = TextDataset(text, tokenizer)
     shortest = min(len(ids) for ids in dataset.splits.values())
     if shortest < block_size + 1:
         raise DataError(
-            f"data file {path} is too short: {len(text)} characters, but each split "
-            f"(first 90% train, last 10% val) needs at least block_size + 1 = {block_size + 1}; "
-            f"use a longer text or a smaller --block-size"
+            f"data file {path} is too short: {len(text)} characters make {sum(map(len, dataset.splits.values()))} "
+            f"tokens, but each split (first 90% train, last 10% val) needs at least block_size + 1 = "
+            f"{block_size + 1}; use a longer text or a smaller --block-size"
         )
     return dataset
 

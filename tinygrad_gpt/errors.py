@@ -25,6 +25,11 @@ class TrainingDiverged(TinyGPTError):
     """The loss or gradient norm became non-finite."""
 
 
+def one_line(error):
+    """An exception's message on one line (libraries' messages often span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 class TrainingInterrupted(Exception):
     """Ctrl-C during training, after the checkpoint was saved; the message says how to resume."""
 

@@ -24,6 +24,7 @@ class GPTConfig:
     n_embd: int
     dropout: float = 0.0
     bias: bool = True  # biases in the Linears and LayerNorms, like GPT-2
+    layer_norm_epsilon: float = 1e-5  # GPT-2's name and value
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -36,6 +37,9 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if not isinstance(self.bias, bool):
             raise ValueError(f"GPTConfig.bias must be True or False, got {self.bias!r}")
+        eps = self.layer_norm_epsilon
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ValueError(f"GPTConfig.layer_norm_epsilon must be in (0, 1), got {eps!r}")
 
 
 class KVCache:
@@ -103,9 +107,9 @@ class Block(Module):
 
     def __init__(self, config, rng):
         super().__init__()
-        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias, eps=config.layer_norm_epsilon)
         self.attn = CausalSelfAttention(config, rng)
-        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config, rng)
 
     def forward(self, x, kv_cache=None):
@@ -123,7 +127,7 @@ class Transformer(Module):
         self.wpe = Embedding(config.block_size, config.n_embd, rng=rng)
         self.drop = Dropout(config.dropout)
         self.h = [Block(config, rng) for _ in range(config.n_layer)]
-        self.ln_f = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = LayerNorm(config.n_embd, bias=config.bias, eps=config.layer_norm_epsilon)
 
     def forward(self, idx, kv_cache=None):
         """idx (B, T) -> hidden states (B, T, C); with a cache, idx continues the cached positions."""
@@ -140,6 +144,22 @@ class GPT(Module):
         super().__init__()
         self.config = config
         self.transformer = Transformer(config, np.random.default_rng(seed))
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=np.float32, dropout=0.0):
+        """A Hugging Face GPT-2 folder (config.json, model.safetensors or its shards), or a Hub
+        name like "gpt2" where huggingface_hub can fetch it, as our GPT; its weights in `dtype`
+        (float64 for exact comparisons); `dropout` for fine-tuning."""
+        from tinygrad_gpt.huggingface import load_pretrained  # it builds a GPT: imported on use
+
+        return load_pretrained(path, dtype=dtype, dropout=dropout)
+
+    def crop_block_size(self, block_size):
+        """Keep the first block_size positions (nanoGPT's surgery for a shorter fine-tuning context)."""
+        if not 0 < block_size <= self.config.block_size:
+            raise ValueError(f"block_size must be in [1, {self.config.block_size}], got {block_size}")
+        self.config.block_size = block_size
+        self.transformer.wpe.weight.data = self.transformer.wpe.weight.data[:block_size].copy()
 
     def num_params(self):
         """Parameter count, the tied wte/lm-head matrix once."""

@@ -83,8 +83,9 @@ class Module:
 def load_arrays(targets, source, strict=True):
     """Copy each source[name] into the existing array targets[name], in place.
 
-    Names and shapes are checked first, and every problem is reported in one ValueError, so a
-    bad load never half-happens. Without strict, missing and unexpected names are allowed."""
+    Names and shapes are checked first, and every kind of problem is reported in one ValueError
+    (naming up to five names each), so a bad load never half-happens. Without strict, missing
+    and unexpected names are allowed."""
     missing = [k for k in targets if k not in source] if strict else []
     unexpected = [k for k in source if k not in targets] if strict else []
     mismatched = [
@@ -93,7 +94,7 @@ def load_arrays(targets, source, strict=True):
         if k in source and tuple(source[k].shape) != tuple(targets[k].shape)
     ]
     problems = [
-        f"{what}: {', '.join(names)}"
+        f"{what}: {', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}"
         for what, names in (
             ("missing keys", missing),
             ("unexpected keys", unexpected),

@@ -32,6 +32,7 @@ class TrainConfig:
     seed: int
     # defaults, so that checkpoints saved before these fields existed still load
     gradient_accumulation_steps: int = 1  # micro-batches of batch_size per step (nanoGPT's name)
+    init_from: str | None = None  # the pretrained folder (or Hub name) a fine-tuning run started from
 
     def __post_init__(self):
         if self.lr_decay_iters is None:
@@ -57,6 +58,7 @@ class TrainConfig:
             self._check(name, _is_number, lambda v: v >= 0, "a number >= 0")
         for name in ("dropout", "beta2"):
             self._check(name, _is_number, lambda v: 0 <= v < 1, "a number in [0, 1)")
+        self._check("init_from", lambda v: v is None or isinstance(v, str), lambda v: v != "", "a folder or model name")
 
     def _check(self, name, has_type, in_range, expected):
         value = getattr(self, name)
@@ -84,7 +86,8 @@ _RECIPE = dict(
     grad_clip=1.0,
     seed=1337,
 )
-# cpu: nanoGPT's shakespeare_char recipe for a laptop; baby: its GPU recipe; tiny: a smoke test.
+# cpu: nanoGPT's shakespeare_char recipe for a laptop; baby: its GPU recipe; tiny: a smoke test;
+# finetune: nanoGPT's finetune_shakespeare sized for a CPU (needs --init-from).
 PRESETS = {
     "cpu": dict(
         _RECIPE,
@@ -124,6 +127,24 @@ PRESETS = {
         learning_rate=3e-3,
         min_lr=3e-4,
         warmup_iters=10,
+    ),
+    "finetune": dict(
+        _RECIPE,
+        n_layer=12,  # GPT-2 124M's shape, which --init-from's folder replaces
+        n_head=12,
+        n_embd=768,
+        block_size=256,  # of GPT-2's 1024 positions: a CPU's share
+        dropout=0.0,
+        batch_size=2,
+        gradient_accumulation_steps=4,
+        max_iters=20,
+        eval_interval=5,
+        eval_iters=10,
+        log_interval=1,
+        learning_rate=3e-5,  # small and constant (min_lr the same, no warmup): nudge, do not retrain
+        min_lr=3e-5,
+        warmup_iters=0,
+        beta2=0.95,
     ),
 }
 

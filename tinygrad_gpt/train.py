@@ -21,14 +21,24 @@ from tqdm import tqdm
 
 import engine
 from engine import backend, no_grad
-from tinygrad_gpt.checkpoint import BEST_DIR, CONFIG_FILE, load_model, load_optimizer, read_checkpoint, save_checkpoint
-from tinygrad_gpt.data import CharTokenizer, load_dataset, resolve_data_path
+from tinygrad_gpt.checkpoint import (
+    BEST_DIR,
+    CONFIG_FILE,
+    load_model,
+    load_optimizer,
+    load_tokenizer,
+    read_checkpoint,
+    save_checkpoint,
+)
+from tinygrad_gpt.data import load_dataset, resolve_data_path
 from tinygrad_gpt.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from tinygrad_gpt.fileio import atomic_write
+from tinygrad_gpt.huggingface import pretrained_tokenizer, read_config, resolve
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_, get_lr, grad_norm
 from tinygrad_gpt.parallel import DataParallel, default_shards
 from tinygrad_gpt.presets import MODEL_FIELDS, preset_config
+from tinygrad_gpt.sample import default_prompt
 
 LOG_FILE = "log.jsonl"
 # Seed words that keep the dropout and eval streams apart from the batch stream [seed, step]
@@ -48,8 +58,16 @@ def dropout_seed(seed, step, micro_step=0):
 
 
 def run_config(out_dir, preset, overrides, resume):
-    """The TrainConfig for a run: a preset with the given flags replacing its values, or on
-    resume the checkpoint's config with them."""
+    """The TrainConfig for a run: a preset (default: cpu, or finetune with --init-from) with the
+    given flags replacing its values, or on resume the checkpoint's config with them."""
+    init_from = overrides.get("init_from")
+    if init_from and resume:
+        raise UsageError("--init-from starts a new run from a pretrained model; --resume continues --out-dir's")
+    preset = preset or ("finetune" if init_from else "cpu")
+    if preset == "finetune" and not init_from and not resume:
+        raise UsageError("the finetune preset starts from a pretrained model: pass --init-from DIR (or gpt2)")
+    if init_from and (shaped := [name for name in ("n_layer", "n_head", "n_embd") if name in overrides]):
+        raise UsageError(f"--{shaped[0].replace('_', '-')}: the model's shape comes from --init-from")
     saved = read_checkpoint(out_dir).train_config if resume else None
     try:
         return replace(saved, **overrides) if resume else preset_config(preset, **overrides)
@@ -64,18 +82,26 @@ def train(config, out_dir="out", data=None, resume=False):
     checkpoint = read_checkpoint(out_dir) if resume else None
     if not resume and (out_dir / CONFIG_FILE).exists():
         raise UsageError(f"{out_dir} already holds a checkpoint; continue it with --resume, or pick another --out-dir")
+    pretrained = resolve(config.init_from) if config.init_from and not checkpoint else None
+    if pretrained:
+        config = _shaped_like(config, read_config(pretrained))
+    tokenizer = load_tokenizer(checkpoint) if checkpoint else pretrained_tokenizer(pretrained) if pretrained else None
     path = resolve_data_path(data)
-    dataset = load_dataset(path, config.block_size, CharTokenizer(checkpoint.vocab) if checkpoint else None)
-    vocab = dataset.tokenizer.vocab
+    dataset = load_dataset(path, config.block_size, tokenizer)
+    tokenizer = dataset.tokenizer
 
     if checkpoint:
         _check_same_model(config, checkpoint.train_config)
         model = load_model(checkpoint)
         step, best_val_loss = checkpoint.step, checkpoint.best_val_loss
+    elif pretrained:
+        model = GPT.from_pretrained(pretrained, dropout=config.dropout)
+        model.crop_block_size(config.block_size)
+        step, best_val_loss = 0, None
     else:
         model_config = {name: getattr(config, name) for name in MODEL_FIELDS}
         try:
-            model = GPT(GPTConfig(vocab_size=len(vocab), **model_config), seed=config.seed)
+            model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **model_config), seed=config.seed)
         except ValueError as e:
             raise UsageError(f"invalid config: {e}") from None
         step, best_val_loss = 0, None
@@ -94,13 +120,33 @@ def train(config, out_dir="out", data=None, resume=False):
 
     shards = default_shards(config.batch_size)
     threads = f", {shards} threads" if shards > 1 else ""
+    doing = f"resuming at step {step}" if checkpoint else f"fine-tuning {pretrained}" if pretrained else "training"
+    ours_only = "" if model.config.bias else " (bias=False: ours only, transformers cannot load them)"
     print(
-        f"{'resuming at step ' + str(step) if checkpoint else 'training'}: {model.num_params():,} parameters "
-        f"on {backend.name()}{threads}, data {path} (vocab {len(vocab)}), checkpoints in {out_dir}"
+        f"{doing}: {model.num_params():,} parameters on {backend.name()}{threads}, data {path} "
+        f"(vocab {tokenizer.vocab_size}), checkpoints in {out_dir}{ours_only}"
     )
 
     def save(directory, with_optimizer):
-        save_checkpoint(directory, model, vocab, config, step, best_val_loss, optimizer if with_optimizer else None)
+        save_checkpoint(directory, model, tokenizer, config, step, best_val_loss, optimizer if with_optimizer else None)
+
+    def log_losses(losses, lr):
+        """Print the losses of an evaluation and append them to log.jsonl."""
+        if not all(map(math.isfinite, losses.values())):
+            raise TrainingDiverged(
+                f"the eval loss is not finite at step {step}; stopped; the last "
+                f"checkpoint in {out_dir} is left as it was"
+            )
+        record = dict(
+            step=step,
+            train_loss=losses["train"],
+            val_loss=losses["val"],
+            lr=lr,
+            elapsed_s=round(time.time() - start, 3),
+        )
+        tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        with open(out_dir / LOG_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
     model.train()
     xp = backend.get_xp()
@@ -110,6 +156,8 @@ def train(config, out_dir="out", data=None, resume=False):
     accumulate = config.gradient_accumulation_steps
     tokens_per_step = config.batch_size * accumulate * config.block_size
     start = time.time()
+    if pretrained:  # where fine-tuning starts from (nanoGPT's evaluation at step 0; nothing saved)
+        log_losses(estimate_loss(model, dataset, config), config.learning_rate)
     synced_step, synced_time = step, start
     finite_flags = []  # one 0-d device bool per step since the last sync: read together, not per step
     bar = tqdm(total=config.max_iters, initial=step, dynamic_ncols=True, disable=None, unit="it")
@@ -156,21 +204,7 @@ def train(config, out_dir="out", data=None, resume=False):
                 finite_flags, synced_step, synced_time = [], step, now
             if evaluate:
                 losses = estimate_loss(model, dataset, config)
-                if not all(map(math.isfinite, losses.values())):
-                    raise TrainingDiverged(
-                        f"the eval loss is not finite at step {step}; stopped; the last "
-                        f"checkpoint in {out_dir} is left as it was"
-                    )
-                record = dict(
-                    step=step,
-                    train_loss=losses["train"],
-                    val_loss=losses["val"],
-                    lr=lr,
-                    elapsed_s=round(time.time() - start, 3),
-                )
-                bar.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                with open(out_dir / LOG_FILE, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                log_losses(losses, lr)
                 improved = best_val_loss is None or losses["val"] < best_val_loss
                 if improved:
                     best_val_loss = losses["val"]
@@ -190,9 +224,19 @@ def train(config, out_dir="out", data=None, resume=False):
                 )
 
     _plot_losses(out_dir)
-    # id 0 is the smallest character, a newline in most texts
-    sample = model.generate(np.zeros((1, 1), dtype=np.int64), 200, temperature=0.8, top_k=40, seed=config.seed)
-    print(f"sample after {step} steps:\n{dataset.tokenizer.decode(sample[0])}")
+    prompt = tokenizer.encode(default_prompt(tokenizer))[None]
+    sample = model.generate(prompt, 200, temperature=0.8, top_k=40, seed=config.seed)
+    print(f"sample after {step} steps:\n{tokenizer.decode(sample[0])}")
+
+
+def _shaped_like(config, pretrained):
+    """The run's config with the pretrained model's shape (pretrained: its GPTConfig); the run's
+    context may be shorter than the model's, not longer."""
+    if config.block_size > pretrained.block_size:
+        raise UsageError(
+            f"--block-size {config.block_size} is longer than the pretrained model's {pretrained.block_size} positions"
+        )
+    return replace(config, n_layer=pretrained.n_layer, n_head=pretrained.n_head, n_embd=pretrained.n_embd)
 
 
 def _check_same_model(config, saved):
