@@ -57,14 +57,15 @@ TINY_FLAGS = [
 ]
 
 
-def tinygpt(*args, timeout=120, **kwargs):
-    """Run `python -m tinygrad_gpt ARGS` to completion; the CompletedProcess with text output."""
+def tinygpt(*args, timeout=120, env=None, **kwargs):
+    """Run `python -m tinygrad_gpt ARGS` to completion, with the variables `env` set; the
+    CompletedProcess with text output."""
     return subprocess.run(
         [sys.executable, "-m", "tinygrad_gpt", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=clean_env(),
+        env={**clean_env(), **(env or {})},
         cwd=REPO,
         **kwargs,
     )

@@ -18,6 +18,7 @@ from engine import backend
 from engine.dispatch import kernels_for
 from engine.memory import peak_bytes, saved_for_backward
 from engine.profiler import profile as engine_profile
+from tinygrad_gpt.distributed import DistributedDataParallel, World
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
@@ -34,9 +35,10 @@ def random_batch(config, seed=0):
     return rng.integers(0, VOCAB_SIZE, shape), rng.integers(0, VOCAB_SIZE, shape)
 
 
-def tinygpt_step(config, seed=0, shards=1):
+def tinygpt_step(config, seed=0, shards=1, world=None):
     """One training iteration of our GPT on the active backend as a callable (the training loop's:
-    forward and backward over `shards` threads, clip, AdamW), and the model."""
+    forward and backward over `shards` threads, and the processes of `world`, clip, AdamW), and the
+    model."""
     model = GPT(
         GPTConfig(VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd, dropout=config.dropout),
         seed=seed,
@@ -46,7 +48,10 @@ def tinygpt_step(config, seed=0, shards=1):
     )
     params = model.parameters()
     x, y = (backend.asarray(a) for a in random_batch(config, seed))
-    forward_backward = DataParallel(model, shards)
+    if world is not None and world.distributed:
+        forward_backward = DistributedDataParallel(model, world, shards)
+    else:
+        forward_backward = DataParallel(model, shards)
 
     def step():
         forward_backward.step(x, y, seed)
@@ -93,8 +98,10 @@ def device_name():
     return cuda.runtime.getDeviceProperties(cuda.Device().id)["name"].decode()
 
 
-def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
+def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None):
     """Time `iters` training iterations of `preset` on the active backend; a dict of results.
+    With a world of several processes (distributed.init() under mpiexec), the step is theirs, and the
+    Allreduce of its gradients is also timed alone.
 
     vs_torch: also time the same model and recipe in PyTorch eager, in the same run on the same
     device, interleaved in blocks (ours, then torch, repeated) so neither always runs on a cold
@@ -103,10 +110,13 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
     """
     if iters < 1 or warmup < 0:
         raise UsageError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
+    world = world or World()
+    if world.distributed and (vs_torch or profile):
+        raise UsageError("--vs-torch and --profile time one process: run them without mpiexec")
     config = preset_config(preset)
-    shards = default_shards(config.batch_size)
+    shards = default_shards(config.batch_size // world.size, world.local_size)
     backend.keep_freed_host_memory()  # as training does
-    step, model = tinygpt_step(config, shards=shards)
+    step, model = tinygpt_step(config, shards=shards, world=world)
     result = {
         "preset": preset,
         "backend": backend.name(),
@@ -116,6 +126,7 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
         "batch_size": config.batch_size,
         "block_size": config.block_size,
         "threads": shards,
+        "processes": world.size,
         "kernels": kernels_for(model.transformer.wte.weight.data).name,
     }
     if not vs_torch:
@@ -153,6 +164,10 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
             "peak_host_rss_mb": host_mb,
         }
     )
+    if world.distributed:
+        gradients = backend.get_xp().zeros(model.num_params() + 1, np.float32)  # what a step all-reduces
+        allreduce = time_steps(lambda: world.allreduce_sum(gradients), iters, warmup)
+        result["allreduce_ms"] = statistics.median(allreduce) * 1e3
     if "torch" in result:
         result["ratio_vs_torch"] = result["ms_per_iter"] / result["torch"]["ms_per_iter"]
     if profile:  # of the one-thread step: the profiler times ops one after another
@@ -223,15 +238,19 @@ class TorchContender:
 def report(result, as_json=False):
     """Print a result for people, and with as_json one JSON line last for scripts."""
     memory = "GPU memory pool" if result["backend"] == "cupy" else "host RSS"
-    threads = f", {result['threads']} threads" if result["threads"] > 1 else ""
+    processes = f", {result['processes']} processes" if result["processes"] > 1 else ""
+    threads = f", {result['threads']} threads" + (" each" if processes else "") if result["threads"] > 1 else ""
     print(
-        f"{result['preset']} preset on {result['backend']} ({result['device']}{threads}, {result['kernels']} kernels), "
+        f"{result['preset']} preset on {result['backend']} ({result['device']}{processes}{threads}, "
+        f"{result['kernels']} kernels), "
         f"batch {result['batch_size']} x block {result['block_size']}, median of {result['iters']} iterations:"
     )
     print(
         f"  {result['ms_per_iter']:.1f} ms/iter, {result['tokens_per_s']:,.0f} tokens/s, "
         f"peak {memory} {result['peak_mem_mb']:.0f} MB"
     )
+    if "allreduce_ms" in result:
+        print(f"  the step's Allreduce alone (every gradient and the loss): {result['allreduce_ms']:.2f} ms")
     if "torch" in result:
         torch = result["torch"]
         memory_note = f", peak {memory} {torch['peak_mem_mb']:.0f} MB" if torch["peak_mem_mb"] is not None else ""

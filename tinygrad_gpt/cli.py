@@ -8,9 +8,11 @@ the traceback instead.
 import argparse
 import os
 import sys
+import traceback
 from dataclasses import fields
 
 from engine import BackendError, set_backend, set_kernels
+from tinygrad_gpt import distributed
 from tinygrad_gpt.bench import bench, report
 from tinygrad_gpt.errors import TinyGPTError, TrainingInterrupted
 from tinygrad_gpt.gradcheck import TOLERANCE, gradcheck
@@ -20,15 +22,18 @@ from tinygrad_gpt.train import run_config, train
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line (no usage dump), exit status 2."""
+    """argparse whose usage errors are one line (no usage dump), exit status 2; under mpiexec, from
+    rank 0 alone (every rank has the same command line)."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        launched = distributed.launched_as()
+        self.exit(2, f"{self.prog}: error: {message}\n" if launched is None or launched[0] == 0 else None)
 
 
 def run_train(args):
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
-    train(run_config(args.out_dir, args.preset, overrides, args.resume), args.out_dir, args.data, args.resume)
+    world = distributed.init()
+    train(run_config(args.out_dir, args.preset, overrides, args.resume), args.out_dir, args.data, args.resume, world)
 
 
 def run_sample(args):
@@ -44,7 +49,9 @@ def run_sample(args):
 
 
 def run_bench(args):
-    report(bench(args.preset, args.iters, args.warmup, vs_torch=args.vs_torch, profile=args.profile), as_json=args.json)
+    world = distributed.init()
+    result = bench(args.preset, args.iters, args.warmup, vs_torch=args.vs_torch, profile=args.profile, world=world)
+    report(result, as_json=args.json)
 
 
 def run_gradcheck(args):
@@ -160,17 +167,17 @@ def main(argv=None):
         return 0
     except BrokenPipeError:  # e.g. `tinygpt sample | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail
-        return 1
+        return distributed.end_job(1)
     except (TrainingInterrupted, KeyboardInterrupt) as e:
-        if args.debug:
-            raise
-        print(f"tinygpt: {str(e) or 'interrupted'}", file=sys.stderr)
-        return 130
+        return _fail(args, 130, f"tinygpt: {str(e) or 'interrupted'}")
     except Exception as e:
-        if args.debug:
-            raise
-        print(f"tinygpt: error: {_describe(e)}", file=sys.stderr)
-        return e.exit_code if isinstance(e, TinyGPTError) else 1
+        return _fail(args, e.exit_code if isinstance(e, TinyGPTError) else 1, f"tinygpt: error: {_describe(e)}")
+
+
+def _fail(args, code, line):
+    """Report a failure on stderr, in one line (with --debug, the traceback), and return the exit
+    status; under MPI, end every rank of the job (distributed.end_job), so that none waits on."""
+    return distributed.end_job(code, traceback.format_exc().rstrip() if args.debug else line)
 
 
 def _describe(error):

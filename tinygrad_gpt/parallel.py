@@ -28,10 +28,10 @@ from tinygrad_gpt.errors import UsageError
 MAX_DEFAULT_SHARDS = 4
 
 
-def default_shards(batch_size):
-    """TINYGPT_CPU_THREADS, else the cores this process may use up to MAX_DEFAULT_SHARDS; at most
-    one shard per sequence, and 1 off the numpy backend, while tracing, or where BLAS's threads
-    cannot be limited."""
+def default_shards(batch_size, processes=1):
+    """TINYGPT_CPU_THREADS, else this process's share of the cores (`processes` of them, MPI ranks,
+    share the machine) up to MAX_DEFAULT_SHARDS; at most one shard per sequence, and 1 off the numpy
+    backend, while tracing, or where BLAS's threads cannot be limited."""
     if backend.name() != "numpy" or is_tracing() or _blas_limiter() is None:
         return 1
     wanted = os.environ.get("TINYGPT_CPU_THREADS")
@@ -40,9 +40,20 @@ def default_shards(batch_size):
             raise UsageError(f"TINYGPT_CPU_THREADS must be a positive integer, got {wanted!r}")
         cores = int(wanted)
     else:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        cores = min(cores, MAX_DEFAULT_SHARDS)
+        cores = min(_cores(processes), MAX_DEFAULT_SHARDS)
     return max(1, min(cores, batch_size))
+
+
+def share_cores(processes):
+    """Hold BLAS, for good, to this process's share of the cores when `processes` processes (MPI
+    ranks) share the machine: else each would start a thread per core, and OpenBLAS's threads spin."""
+    if processes > 1 and _blas_limiter() is not None:
+        _blas_limiter().limit(limits=_cores(processes), user_api="blas")  # lasts: not used as a context
+
+
+def _cores(processes):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // processes)
 
 
 @functools.cache
@@ -58,9 +69,9 @@ def _blas_limiter():
 
 
 class DataParallel:
-    """step(x, y, seed): model(x, y)'s loss as a 0-d Tensor, with every parameter's gradient
-    added into its `.grad`, the batch split along its first axis over `shards` threads. Each
-    shard seeds its own dropout generator from (seed, shard index)."""
+    """step(x, y, seed, weight=1): weight times model(x, y)'s loss as a 0-d Tensor, with every
+    parameter's gradient of it added into its `.grad`, the batch split along its first axis over
+    `shards` threads. Each shard seeds its own dropout generator from (seed, shard index)."""
 
     def __init__(self, model, shards):
         self.model, self.shards = model, shards
@@ -69,11 +80,12 @@ class DataParallel:
         # idle workers wait on a queue (daemon threads: they end with the process)
         self.workers = [_Worker() for _ in range(shards - 1)]  # the calling thread takes the last shard
 
-    def step(self, x, y, seed):
+    def step(self, x, y, seed, weight=1.0):
         n = len(x)
         bounds = [n * s // self.shards for s in range(self.shards + 1)]
         tasks = [
-            (x[a:b], y[a:b], (b - a) / n, seed * self.shards + s) for s, (a, b) in enumerate(itertools.pairwise(bounds))
+            (x[a:b], y[a:b], weight * (b - a) / n, seed * self.shards + s)
+            for s, (a, b) in enumerate(itertools.pairwise(bounds))
         ]
         if self.shards == 1:
             results = [self._shard(*tasks[0])]

@@ -6,6 +6,9 @@ derived from (seed, s), and the shard on a multi-core CPU: tinygrad_gpt/parallel
 batches come from their own fixed streams. So a run resumed from
 a checkpoint at step s replays exactly what the uninterrupted run would have done. (Batches are
 drawn on the host, the same on both backends; dropout masks come from the backend's generator.)
+
+Under MPI (`mpiexec -n N tinygpt train`, tinygrad_gpt/distributed.py) every rank runs this loop on
+its rows of each batch, and rank 0 alone writes: the log, the checkpoints, stdout.
 """
 
 import json
@@ -23,6 +26,7 @@ import engine
 from engine import backend, no_grad
 from tinygrad_gpt.checkpoint import BEST_DIR, CONFIG_FILE, load_model, load_optimizer, read_checkpoint, save_checkpoint
 from tinygrad_gpt.data import CharTokenizer, load_dataset, resolve_data_path
+from tinygrad_gpt.distributed import DistributedDataParallel, World
 from tinygrad_gpt.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from tinygrad_gpt.fileio import atomic_write
 from tinygrad_gpt.model import GPT, GPTConfig
@@ -55,9 +59,11 @@ def run_config(out_dir, preset, overrides, resume):
         raise UsageError(f"invalid config: {e}") from None
 
 
-def train(config, out_dir="out", data=None, resume=False):
+def train(config, out_dir="out", data=None, resume=False, world=None):
     """Train per config, checkpointing into out_dir; with resume, continue out_dir's checkpoint.
-    data: the text file (else $TINYGPT_DATA, else the downloaded Tiny Shakespeare)."""
+    data: the text file (else $TINYGPT_DATA, else the downloaded Tiny Shakespeare). world: the
+    processes training together (distributed.init()), else this one alone."""
+    world = world or World()
     out_dir = Path(out_dir)
     checkpoint = read_checkpoint(out_dir) if resume else None
     if not resume and (out_dir / CONFIG_FILE).exists():
@@ -77,24 +83,29 @@ def train(config, out_dir="out", data=None, resume=False):
         except ValueError as e:
             raise UsageError(f"invalid config: {e}") from None
         step, best_val_loss = 0, None
+    if config.batch_size < world.size:
+        raise UsageError(f"--batch-size {config.batch_size} is less than the {world.size} processes: each needs a row")
+    world.broadcast_parameters(model.parameters())
     optimizer = AdamW(
         model.named_parameters(), lr=config.learning_rate, betas=(0.9, config.beta2), weight_decay=config.weight_decay
     )
     if checkpoint:
         load_optimizer(checkpoint, optimizer)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _keep_log_until(out_dir / LOG_FILE, step)  # also finds an unwritable out-dir before any training
+    if world.rank == 0:  # the one writer
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _keep_log_until(out_dir / LOG_FILE, step)  # also finds an unwritable out-dir before any training
     if step >= config.max_iters:
         print(
             f"{out_dir} is already at step {step} >= max_iters {config.max_iters}; pass a larger --max-iters to go on"
         )
         return
 
-    shards = default_shards(config.batch_size)
-    threads = f", {shards} threads" if shards > 1 else ""
+    shards = default_shards(config.batch_size // world.size, world.local_size)
+    processes = f", {world.size} processes" if world.distributed else ""
+    threads = f", {shards} threads" + (" each" if processes else "") if shards > 1 else ""
     print(
         f"{'resuming at step ' + str(step) if checkpoint else 'training'}: {model.num_params():,} parameters "
-        f"on {backend.name()}{threads}, data {path} (vocab {len(vocab)}), checkpoints in {out_dir}"
+        f"on {backend.name()}{processes}{threads}, data {path} (vocab {len(vocab)}), checkpoints in {out_dir}"
     )
 
     def save(directory, with_optimizer):
@@ -103,13 +114,16 @@ def train(config, out_dir="out", data=None, resume=False):
     model.train()
     xp = backend.get_xp()
     params = model.parameters()
-    parallel = DataParallel(model, shards) if shards > 1 else None
+    if world.distributed:
+        parallel = DistributedDataParallel(model, world, shards)
+    else:
+        parallel = DataParallel(model, shards) if shards > 1 else None
     backend.keep_freed_host_memory()  # a training step makes many large temporaries
     tokens_per_step = config.batch_size * config.block_size
     start = time.time()
     synced_step, synced_time = step, start
     finite_flags = []  # one 0-d device bool per step since the last sync: read together, not per step
-    bar = tqdm(total=config.max_iters, initial=step, dynamic_ncols=True, disable=None, unit="it")
+    bar = tqdm(total=config.max_iters, initial=step, dynamic_ncols=True, disable=world.rank > 0 or None, unit="it")
     # numpy's overflow warnings would only repeat what the finiteness check below reports
     with _InterruptFlag() as interrupted, np.errstate(all="ignore"), bar:
         while step < config.max_iters:
@@ -120,7 +134,7 @@ def train(config, out_dir="out", data=None, resume=False):
                 engine.manual_seed(dropout_seed(config.seed, step))  # this step's dropout masks
                 _, loss = model(backend.asarray(x), backend.asarray(y))  # forward
                 loss.backward()  # backward: every parameter's .grad
-            else:  # the same forward and backward, the batch split over CPU threads
+            else:  # the same forward and backward, the batch split over CPU threads, or over processes
                 loss = parallel.step(x, y, dropout_seed(config.seed, step))
             norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else grad_norm(params)
             finite_flags.append(xp.isfinite(loss.data) & xp.isfinite(norm))
@@ -145,7 +159,7 @@ def train(config, out_dir="out", data=None, resume=False):
                 bar.set_postfix({"loss": f"{loss.item():.4f}", "tok/s": f"{tokens_per_s:,.0f}"})
                 finite_flags, synced_step, synced_time = [], step, now
             if evaluate:
-                losses = estimate_loss(model, dataset, config)
+                losses = estimate_loss(model, dataset, config, world)
                 if not all(map(math.isfinite, losses.values())):
                     raise TrainingDiverged(
                         f"the eval loss is not finite at step {step}; stopped; the last "
@@ -159,30 +173,30 @@ def train(config, out_dir="out", data=None, resume=False):
                     elapsed_s=round(time.time() - start, 3),
                 )
                 bar.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                with open(out_dir / LOG_FILE, "a") as f:
-                    f.write(json.dumps(record) + "\n")
                 improved = best_val_loss is None or losses["val"] < best_val_loss
                 if improved:
                     best_val_loss = losses["val"]
-                save(out_dir, with_optimizer=True)
-                if improved:
-                    save(out_dir / BEST_DIR, with_optimizer=False)
+                if world.rank == 0:
+                    with open(out_dir / LOG_FILE, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    save(out_dir, with_optimizer=True)
+                    if improved:
+                        save(out_dir / BEST_DIR, with_optimizer=False)
                 synced_time = time.time()  # tokens/s counts training, not this evaluation and save
-            if interrupted and step < config.max_iters:
+            if interrupted and step < config.max_iters:  # only rank 0 takes Ctrl-C (distributed.init)
                 if not evaluate:
                     save(out_dir, with_optimizer=True)
-                command = shlex.join(
-                    ["tinygpt", "train", "--out-dir", str(out_dir), "--resume"]
-                    + (["--data", str(data)] if data else [])
-                )
+                data_flag = ["--data", str(data)] if data else []
+                command = shlex.join(world.command("train", "--out-dir", str(out_dir), "--resume", *data_flag))
                 raise TrainingInterrupted(
                     f"interrupted at step {step}; checkpoint saved in {out_dir}; resume with: {command}"
                 )
 
-    _plot_losses(out_dir)
-    # id 0 is the smallest character, a newline in most texts
-    sample = model.generate(np.zeros((1, 1), dtype=np.int64), 200, temperature=0.8, top_k=40, seed=config.seed)
-    print(f"sample after {step} steps:\n{dataset.tokenizer.decode(sample[0])}")
+    if world.rank == 0:
+        _plot_losses(out_dir)
+        # id 0 is the smallest character, a newline in most texts
+        sample = model.generate(np.zeros((1, 1), dtype=np.int64), 200, temperature=0.8, top_k=40, seed=config.seed)
+        print(f"sample after {step} steps:\n{dataset.tokenizer.decode(sample[0])}")
 
 
 def _check_same_model(config, saved):
@@ -195,21 +209,25 @@ def _check_same_model(config, saved):
 
 
 @no_grad()
-def estimate_loss(model, dataset, config):
+def estimate_loss(model, dataset, config, world=None):
     """Mean loss over eval_iters batches of each split, in eval mode (no dropout). The batches
-    are the same at every eval (fixed streams), so successive evals compare like with like."""
+    are the same at every eval (fixed streams), so successive evals compare like with like.
+    With a world of several processes, each takes its rows of every batch and the sums add up."""
+    world = world or World()
     model.eval()
-    losses = {}
+    totals = []
     for split, stream in EVAL_STREAMS.items():
         rng = np.random.default_rng([config.seed, *stream])
         total = 0.0
         for _ in range(config.eval_iters):
             x, y = dataset.get_batch(split, config.batch_size, config.block_size, rng)
-            _, loss = model(backend.asarray(x), backend.asarray(y))
-            total = total + loss.data  # summed on the device, read once below
-        losses[split] = float(backend.to_numpy(total)) / config.eval_iters
+            rows, share = world.rows(len(x))
+            _, loss = model(backend.asarray(x[rows]), backend.asarray(y[rows]))
+            total = total + loss.data * share  # summed on the device, read once below
+        totals.append(total)
+    totals = backend.to_numpy(world.allreduce_sum(backend.get_xp().stack(totals)))
     model.train()
-    return losses
+    return {split: float(total) / config.eval_iters for split, total in zip(EVAL_STREAMS, totals)}
 
 
 def _keep_log_until(path, step):
@@ -232,7 +250,9 @@ class _InterruptFlag:
 
     def __enter__(self):
         self.raised = False
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        self.previous = signal.getsignal(signal.SIGINT)
+        if self.previous is not signal.SIG_IGN:  # a process that ignores Ctrl-C goes on ignoring it
+            signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum, frame):
