@@ -93,16 +93,39 @@ def test_ranks_log_the_same_losses_as_one_process_and_one_writes(tmp_path, corpu
 
 
 @needs_mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_zero_1_logs_the_same_losses_and_saves_the_same_checkpoint(tmp_path, corpus, one_process, ranks):
+    out = tmp_path / "out"
+    result = mpiexec(ranks, "train", *FLAGS, "--zero", 1, "--data", corpus, "--out-dir", out)
+    assert result.returncode == 0, result.stderr
+    assert_same_losses(out, one_process)
+    for name in ("model.safetensors", "optimizer.safetensors"):  # one format: every moment whole
+        got, want = (safetensors.numpy.load((d / name).read_bytes()) for d in (out, one_process))
+        assert sorted(got) == sorted(want)
+        for key, array in want.items():
+            assert got[key].dtype == array.dtype
+            np.testing.assert_allclose(got[key], array, atol=1e-4, err_msg=key)
+
+
+@needs_mpi
+def test_zero_1_holds_one_nth_of_the_moments_per_rank():
+    results = [mpiexec(3, "bench", "--preset", "tiny", "--iters", 1, "--json", "--zero", zero) for zero in (0, 1)]
+    assert all(result.returncode == 0 for result in results), [result.stderr for result in results]
+    plain, zero = (json.loads(result.stdout.splitlines()[-1]) for result in results)
+    assert zero["zero"] == 1 and zero["optimizer_mb"] == pytest.approx(plain["optimizer_mb"] / 3, rel=1e-3)
+
+
+@needs_mpi
 def test_a_run_resumes_under_another_number_of_ranks(tmp_path, corpus, one_process):
     out = tmp_path / "out"
     first = mpiexec(2, "train", *FLAGS, "--max-iters", 10, "--lr-decay-iters", 20, "--data", corpus, "--out-dir", out)
     assert first.returncode == 0, first.stderr
-    resumed = mpiexec(3, "train", "--resume", "--max-iters", 20, "--data", corpus, "--out-dir", out)
+    resumed = mpiexec(3, "train", "--resume", "--max-iters", 20, "--zero", 1, "--data", corpus, "--out-dir", out)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming at step 10" in resumed.stdout
     assert_same_losses(out, one_process)
     alone = tinygpt("train", "--resume", "--max-iters", 30, "--data", corpus, "--out-dir", out, env=pinned())
-    assert alone.returncode == 0, alone.stderr  # and back to one process
+    assert alone.returncode == 0, alone.stderr  # and from ZeRO-1's checkpoint back to one process
 
 
 @needs_mpi
@@ -140,10 +163,10 @@ def test_an_error_in_one_rank_mid_run_ends_the_job_and_the_checkpoint_loads(tmp_
     assert tinygpt("sample", "--out-dir", out, "--max-new-tokens", 5).returncode == 0
 
 
-def started_job(out, corpus, ranks=2):
-    """A job that has written its first checkpoint (so it is inside the training loop)."""
+def started_job(out, corpus, *flags):
+    """A job of 2 ranks that has written its first checkpoint (so it is inside the training loop)."""
     job = subprocess.Popen(
-        mpiexec_command(ranks, "train", *LONG_FLAGS, "--data", corpus, "--out-dir", out),
+        mpiexec_command(2, "train", *LONG_FLAGS, *flags, "--data", corpus, "--out-dir", out),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -168,9 +191,10 @@ def straight(tmp_path_factory, corpus):
 
 
 @needs_mpi
-def test_ctrl_c_checkpoints_once_and_ends_every_rank(tmp_path, corpus, straight):
+@pytest.mark.parametrize("zero", [0, 1])
+def test_ctrl_c_checkpoints_once_and_ends_every_rank(tmp_path, corpus, straight, zero):
     out = tmp_path / "out"
-    job = started_job(out, corpus)
+    job = started_job(out, corpus, "--zero", zero)
     job.send_signal(signal.SIGINT)  # what Ctrl-C does: mpiexec hands it to every rank
     _, stderr = job.communicate(timeout=60)
     if job.returncode == 0:
@@ -180,7 +204,7 @@ def test_ctrl_c_checkpoints_once_and_ends_every_rank(tmp_path, corpus, straight)
     assert job.returncode == 130 and len(ours) == 1, stderr
     assert f"interrupted at step {step};" in ours[0] and "resume with: mpiexec -n 2 tinygpt train" in ours[0]
 
-    resumed = mpiexec(2, "train", "--resume", "--data", corpus, "--out-dir", out)
+    resumed = mpiexec(2, "train", "--resume", "--zero", zero, "--data", corpus, "--out-dir", out)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming at step {step}" in resumed.stdout
     assert_same_losses(out, straight)
@@ -213,6 +237,11 @@ def test_sigkill_of_a_rank_ends_the_job_and_the_checkpoint_loads(tmp_path, corpu
     resumed = mpiexec(2, "train", "--resume", "--data", corpus, "--out-dir", out)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_losses(out, straight)
+
+
+def test_zero_1_without_mpiexec_is_a_usage_error(tmp_path, corpus):
+    result = tinygpt("train", *FLAGS, "--zero", 1, "--data", corpus, "--out-dir", tmp_path / "out")
+    assert_one_line_error(result, 2, "--zero 1", "run it under mpiexec")
 
 
 def test_mpiexec_without_mpi4py_is_one_line_not_independent_runs(tmp_path, corpus):

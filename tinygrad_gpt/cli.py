@@ -32,8 +32,9 @@ class _Parser(argparse.ArgumentParser):
 
 def run_train(args):
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
-    world = distributed.init()
-    train(run_config(args.out_dir, args.preset, overrides, args.resume), args.out_dir, args.data, args.resume, world)
+    world = distributed.init()  # first: from here on an error on any rank ends the whole job
+    config = run_config(args.out_dir, args.preset, overrides, args.resume)
+    train(config, args.out_dir, args.data, args.resume, world, args.zero)
 
 
 def run_sample(args):
@@ -50,12 +51,24 @@ def run_sample(args):
 
 def run_bench(args):
     world = distributed.init()
-    result = bench(args.preset, args.iters, args.warmup, vs_torch=args.vs_torch, profile=args.profile, world=world)
+    result = bench(
+        args.preset, args.iters, args.warmup, vs_torch=args.vs_torch, profile=args.profile, world=world, zero=args.zero
+    )
     report(result, as_json=args.json)
 
 
 def run_gradcheck(args):
     gradcheck(args.preset, args.out_dir, args.batch_size, args.elements, args.seed, args.tolerance)
+
+
+def add_zero_flag(parser):
+    parser.add_argument(
+        "--zero",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="under mpiexec, 1: the ranks share AdamW's state out (ZeRO-1) instead of each holding it all",
+    )
 
 
 def build_parser():
@@ -92,6 +105,7 @@ def build_parser():
         "--out-dir", default="out", metavar="DIR", help="checkpoints, log.jsonl and loss.png (default out)"
     )
     p_train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out-dir")
+    add_zero_flag(p_train)
     for name, kind, description in [
         ("max_iters", int, "training iterations in all"),
         ("eval_interval", int, "evaluate and checkpoint every this many iterations"),
@@ -138,6 +152,7 @@ def build_parser():
         help="also time the same model and recipe in PyTorch eager, in this run, and print the ratio",
     )
     p_bench.add_argument("--profile", action="store_true", help="print the share of a step spent in each op")
+    add_zero_flag(p_bench)
 
     p_check = commands.add_parser(
         "gradcheck",

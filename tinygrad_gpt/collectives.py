@@ -31,9 +31,9 @@ class MPICollectives:
         """The sum over ranks of buffer (size ranks x len(part)), each rank getting its part."""
         self.comm.Reduce_scatter_block(buffer, part, op=self._sum)
 
-    def all_gather(self, part, buffer):
-        """Every rank's part, side by side in rank order, into every rank's buffer."""
-        self.comm.Allgather(part, buffer)
+    def all_gather(self, buffer):
+        """Every rank's part of buffer (its rank-th of `size` equal parts) into every rank's, in place."""
+        self.comm.Allgather(self._in_place, buffer)
 
 
 class NCCLCollectives:
@@ -75,6 +75,8 @@ class NCCLCollectives:
         kind, stream = self._args(buffer)
         self.comm.reduceScatter(buffer.data.ptr, part.data.ptr, part.size, kind, self._nccl.NCCL_SUM, stream)
 
-    def all_gather(self, part, buffer):
-        kind, stream = self._args(part)
-        self.comm.allGather(part.data.ptr, buffer.data.ptr, part.size, kind, stream)
+    def all_gather(self, buffer):
+        kind, stream = self._args(buffer)
+        count = buffer.size // self.comm.size()
+        part = buffer.data.ptr + self.comm.rank_id() * count * buffer.itemsize  # in place: NCCL's own rule
+        self.comm.allGather(part, buffer.data.ptr, count, kind, stream)

@@ -68,6 +68,18 @@ class World:
             self.collectives.allreduce_sum(buffer)
         return buffer
 
+    def reduce_scatter_sum(self, buffer, part):
+        """The sum over ranks of buffer (`size` parts of len(part)), this rank's part into `part`."""
+        self.collectives.reduce_scatter_sum(buffer, part)
+
+    def all_gather(self, buffer):
+        """Every rank's part of buffer (its `rank`-th of `size`) into every rank's, in place."""
+        self.collectives.all_gather(buffer)
+
+    def any(self, flag):
+        """Whether `flag` is true on any rank: every rank calls this and gets the same answer."""
+        return bool(flag) if self.comm is None else self.comm.allreduce(int(bool(flag))) > 0
+
     def broadcast_parameters(self, params):
         """Rank 0's values into every rank's parameters (the ranks must start equal)."""
         if self.collectives is not None:
@@ -136,25 +148,33 @@ class DistributedDataParallel:
     batch, the same on every rank; this rank takes its rows through forward and backward over
     `threads` threads, then one Allreduce sums the ranks' gradients and losses, each weighted by
     its rows' share. Every parameter's `.grad` is then the whole batch's gradient, a view into the
-    one flat buffer that was all-reduced, until zero_grad."""
+    one flat buffer that was all-reduced, until zero_grad. `length`: that buffer's, if not the
+    gradients' and the loss's."""
 
-    def __init__(self, model, world, threads):
+    def __init__(self, model, world, threads, length=None):
         self.world, self.local = world, DataParallel(model, threads)
         self.params = model.parameters()
-        data = self.params[0].data
-        self.flat = xp_of(data).empty(sum(p.size for p in self.params) + 1, data.dtype)  # gradients, then the loss
+        data, count = self.params[0].data, sum(p.size for p in self.params)
+        self.flat = xp_of(data).zeros(length or count + 1, data.dtype)  # the gradients, then the loss
         self.grads, start = [], 0
         for p in self.params:
             self.grads.append(self.flat[start : start + p.size].reshape(p.shape))
             start += p.size
 
     def step(self, x, y, seed):
+        self.flat[-1] = self.forward_backward(x, y, seed)
+        self.world.allreduce_sum(self.flat)
+        for p, grad in zip(self.params, self.grads):
+            p.grad = grad
+        return Tensor._from_array(self.flat[-1].copy())
+
+    def forward_backward(self, x, y, seed):
+        """This rank's rows of x, y through forward and backward; its gradients, weighted by the
+        rows' share of the batch, into self.grads; the loss so weighted, a 0-d array."""
         rows, share = self.world.rows(len(x))
         seed = seed * self.world.size + self.world.rank  # every rank its own dropout masks
         loss = self.local.step(x[rows], y[rows], seed, weight=share)
         for p, grad in zip(self.params, self.grads):
             grad[...] = 0 if p.grad is None else p.grad
-            p.grad = grad
-        self.flat[-1] = loss.data
-        self.world.allreduce_sum(self.flat)
-        return Tensor._from_array(self.flat[-1].copy())
+            p.grad = None
+        return loss.data

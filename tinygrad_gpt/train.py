@@ -33,6 +33,7 @@ from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_, get_lr, grad_norm
 from tinygrad_gpt.parallel import DataParallel, default_shards
 from tinygrad_gpt.presets import MODEL_FIELDS, preset_config
+from tinygrad_gpt.zero import ShardedAdamW, ZeroDataParallel
 
 LOG_FILE = "log.jsonl"
 # Seed words that keep the dropout and eval streams apart from the batch stream [seed, step]
@@ -59,10 +60,11 @@ def run_config(out_dir, preset, overrides, resume):
         raise UsageError(f"invalid config: {e}") from None
 
 
-def train(config, out_dir="out", data=None, resume=False, world=None):
+def train(config, out_dir="out", data=None, resume=False, world=None, zero=0):
     """Train per config, checkpointing into out_dir; with resume, continue out_dir's checkpoint.
     data: the text file (else $TINYGPT_DATA, else the downloaded Tiny Shakespeare). world: the
-    processes training together (distributed.init()), else this one alone."""
+    processes training together (distributed.init()), else this one alone; zero=1: they share
+    AdamW's state out (ZeRO-1, zero.py)."""
     world = world or World()
     out_dir = Path(out_dir)
     checkpoint = read_checkpoint(out_dir) if resume else None
@@ -89,6 +91,8 @@ def train(config, out_dir="out", data=None, resume=False, world=None):
     optimizer = AdamW(
         model.named_parameters(), lr=config.learning_rate, betas=(0.9, config.beta2), weight_decay=config.weight_decay
     )
+    if zero:  # ZeRO-1: this rank keeps AdamW's state for its shard of the parameters alone
+        optimizer = ShardedAdamW(optimizer, world)
     if checkpoint:
         load_optimizer(checkpoint, optimizer)
     if world.rank == 0:  # the one writer
@@ -108,16 +112,15 @@ def train(config, out_dir="out", data=None, resume=False, world=None):
         f"on {backend.name()}{processes}{threads}, data {path} (vocab {len(vocab)}), checkpoints in {out_dir}"
     )
 
-    def save(directory, with_optimizer):
-        save_checkpoint(directory, model, vocab, config, step, best_val_loss, optimizer if with_optimizer else None)
+    def save(directory, with_optimizer):  # on every rank: a ShardedAdamW gathers its state from all
+        if world.rank == 0:
+            save_checkpoint(directory, model, vocab, config, step, best_val_loss, optimizer if with_optimizer else None)
+        elif with_optimizer:
+            optimizer.state_dict()  # this rank's part of the gather
 
     model.train()
     xp = backend.get_xp()
-    params = model.parameters()
-    if world.distributed:
-        parallel = DistributedDataParallel(model, world, shards)
-    else:
-        parallel = DataParallel(model, shards) if shards > 1 else None
+    parallel, params, sum_over = data_parallel(model, optimizer, world, shards)
     backend.keep_freed_host_memory()  # a training step makes many large temporaries
     tokens_per_step = config.batch_size * config.block_size
     start = time.time()
@@ -136,15 +139,19 @@ def train(config, out_dir="out", data=None, resume=False, world=None):
                 loss.backward()  # backward: every parameter's .grad
             else:  # the same forward and backward, the batch split over CPU threads, or over processes
                 loss = parallel.step(x, y, dropout_seed(config.seed, step))
-            norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else grad_norm(params)
+            if config.grad_clip > 0:
+                norm = clip_grad_norm_(params, config.grad_clip, sum_over)
+            else:
+                norm = grad_norm(params, sum_over)
             finite_flags.append(xp.isfinite(loss.data) & xp.isfinite(norm))
             optimizer.step()  # AdamW
             optimizer.zero_grad()
             step += 1
             bar.update()
+            stop = world.any(interrupted)  # Ctrl-C (under MPI, rank 0's: every rank stops at this step)
 
             evaluate = step % config.eval_interval == 0 or step == config.max_iters
-            if step % config.log_interval == 0 or evaluate or interrupted:
+            if step % config.log_interval == 0 or evaluate or stop:
                 # the one host sync: catch a non-finite step before anything gets saved
                 flags = backend.to_numpy(xp.stack(finite_flags))
                 if not flags.all():
@@ -179,11 +186,11 @@ def train(config, out_dir="out", data=None, resume=False, world=None):
                 if world.rank == 0:
                     with open(out_dir / LOG_FILE, "a") as f:
                         f.write(json.dumps(record) + "\n")
-                    save(out_dir, with_optimizer=True)
-                    if improved:
-                        save(out_dir / BEST_DIR, with_optimizer=False)
+                save(out_dir, with_optimizer=True)
+                if improved:
+                    save(out_dir / BEST_DIR, with_optimizer=False)
                 synced_time = time.time()  # tokens/s counts training, not this evaluation and save
-            if interrupted and step < config.max_iters:  # only rank 0 takes Ctrl-C (distributed.init)
+            if stop and step < config.max_iters:
                 if not evaluate:
                     save(out_dir, with_optimizer=True)
                 data_flag = ["--data", str(data)] if data else []
@@ -197,6 +204,17 @@ def train(config, out_dir="out", data=None, resume=False, world=None):
         # id 0 is the smallest character, a newline in most texts
         sample = model.generate(np.zeros((1, 1), dtype=np.int64), 200, temperature=0.8, top_k=40, seed=config.seed)
         print(f"sample after {step} steps:\n{dataset.tokenizer.decode(sample[0])}")
+
+
+def data_parallel(model, optimizer, world, threads):
+    """How a training step is shared out: (what runs forward and backward, `step(x, y, seed)`, over
+    `threads` threads and the ranks of `world`, or None for the plain one-thread step; the tensors
+    whose gradients clipping scales; what sums their norm over ranks where they are shards)."""
+    if isinstance(optimizer, ShardedAdamW):  # ZeRO-1: this rank holds its optimizer's shard of the gradients
+        return ZeroDataParallel(model, world, threads, optimizer), optimizer.pieces, world.allreduce_sum
+    if world.distributed:
+        return DistributedDataParallel(model, world, threads), model.parameters(), None
+    return DataParallel(model, threads) if threads > 1 else None, model.parameters(), None
 
 
 def _check_same_model(config, saved):
