@@ -9,14 +9,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import safetensors.numpy
 
-from tiny_runs import REPO, TINY_FLAGS, assert_one_line_error, clean_env, tinygpt
+from tiny_runs import REPO, TINY_FLAGS, assert_one_line_error, clean_env, tinygpt, wait_for_checkpoint
 from tinygrad_gpt.distributed import LAUNCHER_VARIABLES, DistributedDataParallel, World
 from tinygrad_gpt.model import GPT, GPTConfig
 
@@ -68,13 +67,23 @@ def weights(out):
     return safetensors.numpy.load((out / "model.safetensors").read_bytes())
 
 
-@pytest.fixture(scope="module")
-def one_process(tmp_path_factory, corpus):
-    """The single-process, single-thread run that the jobs must reproduce."""
-    out = tmp_path_factory.mktemp("one") / "out"
-    result = tinygpt("train", *FLAGS, "--data", corpus, "--out-dir", out, env=pinned())
+def reference_run(tmp_path_factory, corpus, flags):
+    """A run of one process and one thread, which the jobs must reproduce."""
+    out = tmp_path_factory.mktemp("reference") / "out"
+    result = tinygpt("train", *flags, "--data", corpus, "--out-dir", out, env=pinned())
     assert result.returncode == 0, result.stderr
     return out
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, corpus):
+    return reference_run(tmp_path_factory, corpus, FLAGS)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, corpus):
+    """The uninterrupted run that the interrupted and killed jobs must end like."""
+    return reference_run(tmp_path_factory, corpus, LONG_FLAGS)
 
 
 @needs_mpi
@@ -173,21 +182,7 @@ def started_job(out, corpus, *flags):
         env={**clean_env(), **pinned()},
         cwd=REPO,
     )
-    deadline = time.monotonic() + 120
-    while not (out / "config.json").exists():
-        if job.poll() is not None or time.monotonic() > deadline:
-            job.kill()
-            pytest.fail(f"no checkpoint appeared: {job.communicate()[1]}")
-        time.sleep(0.01)
-    return job
-
-
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory, corpus):
-    out = tmp_path_factory.mktemp("straight") / "out"
-    result = tinygpt("train", *LONG_FLAGS, "--data", corpus, "--out-dir", out, env=pinned())
-    assert result.returncode == 0, result.stderr
-    return out
+    return wait_for_checkpoint(job, out)
 
 
 @needs_mpi
