@@ -38,8 +38,9 @@ class MPICollectives:
 
 class NCCLCollectives:
     """Collectives over NCCL (cupy.cuda.nccl) on GPU arrays, queued on the current stream, one rank
-    per GPU: the rank's local index picks its device. NCCL's unique id is made on rank 0 and sent to
-    the others over MPI before the communicator is built (llm.c's bootstrap).
+    per GPU: the rank's index on its machine picks its device (unless each rank sees one GPU only,
+    CUDA_VISIBLE_DEVICES set by a scheduler). NCCL's unique id is made on rank 0 and sent to the
+    others over MPI before the communicator is built (llm.c's bootstrap).
 
     Never run: written without a GPU to try it on (see docs/scaling.md)."""
 
@@ -49,12 +50,10 @@ class NCCLCollectives:
 
         if not nccl.available:
             raise DistributedError(f"the cupy backend under MPI needs NCCL, which CuPy cannot load; {NCCL_HINT}")
-        if local_size > cupy.cuda.runtime.getDeviceCount():
-            raise DistributedError(
-                f"{local_size} ranks on this machine but {cupy.cuda.runtime.getDeviceCount()} GPUs: "
-                f"run one rank per GPU"
-            )
-        cupy.cuda.Device(local_rank).use()
+        gpus = cupy.cuda.runtime.getDeviceCount()
+        if gpus > 1 and local_size > gpus:
+            raise DistributedError(f"{local_size} ranks on this machine but {gpus} GPUs: run one rank per GPU")
+        cupy.cuda.Device(local_rank if gpus > 1 else 0).use()  # one: a scheduler gave each rank its own
         unique_id = comm.bcast(nccl.get_unique_id() if comm.Get_rank() == 0 else None, root=0)
         self.comm = nccl.NcclCommunicator(comm.Get_size(), unique_id, comm.Get_rank())
         self._nccl, self._cupy = nccl, cupy
