@@ -32,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 
 def run_train(args):
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
-    world = distributed.init()  # first: from here on an error on any rank ends the whole job
+    world = distributed.init()
     config = run_config(args.out_dir, args.preset, overrides, args.resume)
     train(config, args.out_dir, args.data, args.resume, world, args.zero)
 
@@ -176,6 +176,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        distributed.start()  # under mpiexec: MPI first, so that an error on any rank ends the job
         set_backend(args.backend or os.environ.get("TINYGPT_BACKEND") or "numpy")
         set_kernels(args.kernels)
         args.run(args)

@@ -49,6 +49,7 @@ class World:
 
     rank: int = 0
     size: int = 1
+    local_rank: int = 0  # this rank's place among the ranks on its machine
     local_size: int = 1  # ranks on this machine, sharing its cores (or one GPU each)
     comm: object = None  # the mpi4py communicator, for control; None in a single process
     collectives: object = None  # MPICollectives or NCCLCollectives, for the arrays
@@ -95,10 +96,12 @@ class World:
 _world = World()
 
 
-def init():
+def start():
     """This process's World: under an MPI launcher, MPI's (started on the first call), else a
-    single process. Ranks other than 0 write nothing to stdout from here on and leave Ctrl-C to
-    rank 0 (mpiexec hands it to every rank; rank 0 checkpoints and ends the job)."""
+    single process; without its collectives yet (init() adds them). Called first thing, so that an
+    error on any rank from then on ends the whole job (end_job): a rank that fails before MPI starts
+    leaves the others waiting in MPI's start for ever. Ranks other than 0 write nothing to stdout
+    from here on and ignore Ctrl-C (mpiexec hands it to every rank; rank 0's counts: World.any)."""
     global _world
     launched = launched_as()
     if _world.distributed or launched is None:
@@ -118,16 +121,24 @@ def init():
             f"(the mpi extra puts MPICH's beside python)"
         )
     machine = comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks on this machine
-    _world = World(comm.Get_rank(), comm.Get_size(), machine.Get_size(), comm)  # end_job can abort from here on
+    _world = World(comm.Get_rank(), comm.Get_size(), machine.Get_rank(), machine.Get_size(), comm)
     if _world.rank > 0:
-        sys.stdout = open(os.devnull, "w")  # for the life of the process
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # whoever holds sys.stdout
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if backend.name() == "cupy":
-        _world.collectives = NCCLCollectives(comm, machine.Get_rank(), machine.Get_size())
-    else:
-        _world.collectives = MPICollectives(comm)
-        share_cores(machine.Get_size())
+    share_cores(machine.Get_size())
     return _world
+
+
+def init():
+    """start()'s World with the collectives for the active backend's arrays (NCCL on cupy picks
+    this rank's GPU, so call it before making any array)."""
+    world = start()
+    if world.distributed and world.collectives is None:
+        if backend.name() == "cupy":
+            world.collectives = NCCLCollectives(world.comm, world.local_rank, world.local_size)
+        else:
+            world.collectives = MPICollectives(world.comm)
+    return world
 
 
 def end_job(code, report=None):
