@@ -21,7 +21,7 @@ def _gpu_us(event):
 
 engine.set_backend("cupy")
 config = preset_config("baby")
-ours, model = tinygpt_step(config)
+ours, model, _ = tinygpt_step(config)
 weights = {name: backend.to_numpy(a).copy() for name, a in model.state_dict().items()}
 theirs = TorchContender(config, model.config, weights)
 for name, step, sync in [("ours", ours, backend.synchronize), ("torch", theirs.step, theirs.synchronize)]:

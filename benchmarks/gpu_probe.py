@@ -14,7 +14,7 @@ from tinygrad_gpt.bench import tinygpt_step
 from tinygrad_gpt.presets import preset_config
 
 engine.set_backend("cupy")
-step, _ = tinygpt_step(preset_config("baby"))
+step, _, _ = tinygpt_step(preset_config("baby"))
 result = benchmark(step, n_repeat=10, n_warmup=3)
 print(
     f"training step: cpu {np.median(result.cpu_times) * 1e3:.1f} ms, gpu {np.median(result.gpu_times[0]) * 1e3:.1f} ms"

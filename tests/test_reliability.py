@@ -3,11 +3,10 @@ usable afterwards, and a resumed run ends exactly where an uninterrupted one doe
 
 import json
 import signal
-import time
 
 import pytest
 
-from tiny_runs import TINY_FLAGS, assert_one_line_error, start_tinygpt, tinygpt
+from tiny_runs import TINY_FLAGS, assert_one_line_error, start_tinygpt, tinygpt, wait_for_checkpoint
 
 FLAGS = [*TINY_FLAGS, "--eval-interval", 5, "--max-iters", 300]
 STATE_FILES = ("model.safetensors", "optimizer.safetensors", "config.json")
@@ -24,14 +23,7 @@ def straight(tmp_path_factory, corpus):
 
 def started_run(out, corpus):
     """A training process that has written its first checkpoint (so it is inside the loop)."""
-    process = start_tinygpt("train", *FLAGS, "--data", corpus, "--out-dir", out)
-    deadline = time.monotonic() + 120
-    while not (out / "config.json").exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"no checkpoint appeared: {process.communicate()[1]}")
-        time.sleep(0.01)
-    return process
+    return wait_for_checkpoint(start_tinygpt("train", *FLAGS, "--data", corpus, "--out-dir", out), out)
 
 
 def state(out):

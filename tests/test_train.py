@@ -152,9 +152,9 @@ def test_loss_plot(tmp_path, corpus):
 def test_a_non_finite_gradient_norm_stops_the_run_even_without_clipping(tmp_path, corpus, monkeypatch):
     real_norm, calls = train_module.grad_norm, []
 
-    def norm_that_breaks_at_step_3(params):
+    def norm_that_breaks_at_step_3(params, sum_over=None):
         calls.append(1)
-        return real_norm(params) * (math.inf if len(calls) == 4 else 1.0)
+        return real_norm(params, sum_over) * (math.inf if len(calls) == 4 else 1.0)
 
     monkeypatch.setattr(train_module, "grad_norm", norm_that_breaks_at_step_3)
     with pytest.raises(TinyGPTError, match="not finite at step 3;"):

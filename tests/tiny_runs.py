@@ -5,7 +5,10 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from tinygrad_gpt.presets import preset_config
 
@@ -81,6 +84,18 @@ def start_tinygpt(*args):
         env=clean_env(),
         cwd=REPO,
     )
+
+
+def wait_for_checkpoint(process, out, timeout=120):
+    """`process` (a training run into `out`) once it has written its first checkpoint, so that
+    it is inside the training loop; the test fails if it ends or takes longer than `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not (out / "config.json").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no checkpoint appeared: {process.communicate()[1]}")
+        time.sleep(0.01)
+    return process
 
 
 def clean_env():

@@ -18,11 +18,14 @@ from engine import backend
 from engine.dispatch import kernels_for
 from engine.memory import peak_bytes, saved_for_backward
 from engine.profiler import profile as engine_profile
+from tinygrad_gpt.distributed import World
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
 from tinygrad_gpt.parallel import DataParallel, default_shards
 from tinygrad_gpt.presets import preset_config
+from tinygrad_gpt.train import data_parallel
+from tinygrad_gpt.zero import ShardedAdamW
 
 VOCAB_SIZE = 65  # Tiny Shakespeare's character count, so the shapes are the real run's
 
@@ -34,9 +37,10 @@ def random_batch(config, seed=0):
     return rng.integers(0, VOCAB_SIZE, shape), rng.integers(0, VOCAB_SIZE, shape)
 
 
-def tinygpt_step(config, seed=0, shards=1):
+def tinygpt_step(config, seed=0, shards=1, world=None, zero=0):
     """One training iteration of our GPT on the active backend as a callable (the training loop's:
-    forward and backward over `shards` threads, clip, AdamW), and the model."""
+    forward and backward over `shards` threads, and the processes of `world`, clip, AdamW, or with
+    zero=1 ZeRO-1's), the model and the optimizer."""
     model = GPT(
         GPTConfig(VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd, dropout=config.dropout),
         seed=seed,
@@ -44,17 +48,20 @@ def tinygpt_step(config, seed=0, shards=1):
     optimizer = AdamW(
         model.named_parameters(), lr=config.learning_rate, betas=(0.9, config.beta2), weight_decay=config.weight_decay
     )
-    params = model.parameters()
+    world = world or World()
+    if zero:
+        optimizer = ShardedAdamW(optimizer, world)
     x, y = (backend.asarray(a) for a in random_batch(config, seed))
-    forward_backward = DataParallel(model, shards)
+    parallel, params, sum_over = data_parallel(model, optimizer, world, shards)
+    forward_backward = parallel or DataParallel(model, 1)
 
     def step():
         forward_backward.step(x, y, seed)
-        clip_grad_norm_(params, config.grad_clip)
+        clip_grad_norm_(params, config.grad_clip, sum_over)
         optimizer.step()
         optimizer.zero_grad()
 
-    return step, model
+    return step, model, optimizer
 
 
 def time_steps(step, iters, warmup, synchronize=backend.synchronize):
@@ -93,8 +100,11 @@ def device_name():
     return cuda.runtime.getDeviceProperties(cuda.Device().id)["name"].decode()
 
 
-def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
+def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None, zero=0):
     """Time `iters` training iterations of `preset` on the active backend; a dict of results.
+    With a world of several processes (distributed.init() under mpiexec), the step is theirs (with
+    zero=1 ZeRO-1's), and the Allreduce of its gradients is also timed alone. optimizer_mb: what
+    AdamW's moments take in this process.
 
     vs_torch: also time the same model and recipe in PyTorch eager, in the same run on the same
     device, interleaved in blocks (ours, then torch, repeated) so neither always runs on a cold
@@ -103,10 +113,13 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
     """
     if iters < 1 or warmup < 0:
         raise UsageError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
+    world = world or World()
+    if world.distributed and (vs_torch or profile):
+        raise UsageError("--vs-torch and --profile time one process: run them without mpiexec")
     config = preset_config(preset)
-    shards = default_shards(config.batch_size)
+    shards = default_shards(config.batch_size // world.size, world.local_size)
     backend.keep_freed_host_memory()  # as training does
-    step, model = tinygpt_step(config, shards=shards)
+    step, model, optimizer = tinygpt_step(config, shards=shards, world=world, zero=zero)
     result = {
         "preset": preset,
         "backend": backend.name(),
@@ -116,6 +129,9 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
         "batch_size": config.batch_size,
         "block_size": config.block_size,
         "threads": shards,
+        "processes": world.size,
+        "zero": zero,
+        "optimizer_mb": sum(a.nbytes for m in (optimizer.exp_avg, optimizer.exp_avg_sq) for a in m.values()) / 2**20,
         "kernels": kernels_for(model.transformer.wte.weight.data).name,
     }
     if not vs_torch:
@@ -153,10 +169,14 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False):
             "peak_host_rss_mb": host_mb,
         }
     )
+    if world.distributed:
+        gradients = backend.get_xp().zeros(model.num_params() + 1, np.float32)  # what a step all-reduces
+        allreduce = time_steps(lambda: world.allreduce_sum(gradients), iters, warmup)
+        result["allreduce_ms"] = statistics.median(allreduce) * 1e3
     if "torch" in result:
         result["ratio_vs_torch"] = result["ms_per_iter"] / result["torch"]["ms_per_iter"]
     if profile:  # of the one-thread step: the profiler times ops one after another
-        serial_step, serial_model = tinygpt_step(config)
+        serial_step, serial_model, _ = tinygpt_step(config)
         with engine_profile() as prof:
             for _ in range(iters):
                 serial_step()
@@ -223,15 +243,20 @@ class TorchContender:
 def report(result, as_json=False):
     """Print a result for people, and with as_json one JSON line last for scripts."""
     memory = "GPU memory pool" if result["backend"] == "cupy" else "host RSS"
-    threads = f", {result['threads']} threads" if result["threads"] > 1 else ""
+    processes = f", {result['processes']} processes" if result["processes"] > 1 else ""
+    processes += ", ZeRO-1" if result["zero"] else ""
+    threads = f", {result['threads']} threads" + (" each" if processes else "") if result["threads"] > 1 else ""
     print(
-        f"{result['preset']} preset on {result['backend']} ({result['device']}{threads}, {result['kernels']} kernels), "
+        f"{result['preset']} preset on {result['backend']} ({result['device']}{processes}{threads}, "
+        f"{result['kernels']} kernels), "
         f"batch {result['batch_size']} x block {result['block_size']}, median of {result['iters']} iterations:"
     )
     print(
         f"  {result['ms_per_iter']:.1f} ms/iter, {result['tokens_per_s']:,.0f} tokens/s, "
-        f"peak {memory} {result['peak_mem_mb']:.0f} MB"
+        f"peak {memory} {result['peak_mem_mb']:.0f} MB, AdamW's moments {result['optimizer_mb']:.2f} MB"
     )
+    if "allreduce_ms" in result:
+        print(f"  the step's Allreduce alone (every gradient and the loss): {result['allreduce_ms']:.2f} ms")
     if "torch" in result:
         torch = result["torch"]
         memory_note = f", peak {memory} {torch['peak_mem_mb']:.0f} MB" if torch["peak_mem_mb"] is not None else ""

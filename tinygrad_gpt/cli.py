@@ -8,9 +8,11 @@ the traceback instead.
 import argparse
 import os
 import sys
+import traceback
 from dataclasses import fields
 
 from engine import BackendError, set_backend, set_kernels
+from tinygrad_gpt import distributed
 from tinygrad_gpt.bench import bench, report
 from tinygrad_gpt.errors import TinyGPTError, TrainingInterrupted
 from tinygrad_gpt.gradcheck import TOLERANCE, gradcheck
@@ -25,15 +27,19 @@ INIT_FROM_HELP = (
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line (no usage dump), exit status 2."""
+    """argparse whose usage errors are one line (no usage dump), exit status 2; under mpiexec, from
+    rank 0 alone (every rank has the same command line)."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        launched = distributed.launched_as()
+        self.exit(2, f"{self.prog}: error: {message}\n" if launched is None or launched[0] == 0 else None)
 
 
 def run_train(args):
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
-    train(run_config(args.out_dir, args.preset, overrides, args.resume), args.out_dir, args.data, args.resume)
+    world = distributed.init()
+    config = run_config(args.out_dir, args.preset, overrides, args.resume)
+    train(config, args.out_dir, args.data, args.resume, world, args.zero)
 
 
 def run_sample(args):
@@ -50,11 +56,25 @@ def run_sample(args):
 
 
 def run_bench(args):
-    report(bench(args.preset, args.iters, args.warmup, vs_torch=args.vs_torch, profile=args.profile), as_json=args.json)
+    world = distributed.init()
+    result = bench(
+        args.preset, args.iters, args.warmup, vs_torch=args.vs_torch, profile=args.profile, world=world, zero=args.zero
+    )
+    report(result, as_json=args.json)
 
 
 def run_gradcheck(args):
     gradcheck(args.preset, args.out_dir, args.batch_size, args.elements, args.seed, args.tolerance)
+
+
+def add_zero_flag(parser):
+    parser.add_argument(
+        "--zero",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="under mpiexec, 1: the ranks share AdamW's state out (ZeRO-1) instead of each holding it all",
+    )
 
 
 def build_parser():
@@ -96,6 +116,7 @@ def build_parser():
     )
     p_train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out-dir")
     p_train.add_argument("--init-from", metavar="DIR", help=INIT_FROM_HELP + " to fine-tune, with its tokenizer")
+    add_zero_flag(p_train)
     for name, kind, description in [
         ("max_iters", int, "training iterations in all"),
         ("eval_interval", int, "evaluate and checkpoint every this many iterations"),
@@ -144,6 +165,7 @@ def build_parser():
         help="also time the same model and recipe in PyTorch eager, in this run, and print the ratio",
     )
     p_bench.add_argument("--profile", action="store_true", help="print the share of a step spent in each op")
+    add_zero_flag(p_bench)
 
     p_check = commands.add_parser(
         "gradcheck",
@@ -167,23 +189,24 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        distributed.start()  # under mpiexec: MPI first, so that an error on any rank ends the job
         set_backend(args.backend or os.environ.get("TINYGPT_BACKEND") or "numpy")
         set_kernels(args.kernels)
         args.run(args)
         return 0
     except BrokenPipeError:  # e.g. `tinygpt sample | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail
-        return 1
+        return distributed.end_job(1)
     except (TrainingInterrupted, KeyboardInterrupt) as e:
-        if args.debug:
-            raise
-        print(f"tinygpt: {str(e) or 'interrupted'}", file=sys.stderr)
-        return 130
+        return _fail(args, 130, f"tinygpt: {str(e) or 'interrupted'}")
     except Exception as e:
-        if args.debug:
-            raise
-        print(f"tinygpt: error: {_describe(e)}", file=sys.stderr)
-        return e.exit_code if isinstance(e, TinyGPTError) else 1
+        return _fail(args, e.exit_code if isinstance(e, TinyGPTError) else 1, f"tinygpt: error: {_describe(e)}")
+
+
+def _fail(args, code, line):
+    """Report a failure on stderr, in one line (with --debug, the traceback), and return the exit
+    status; under MPI, end every rank of the job (distributed.end_job), so that none waits on."""
+    return distributed.end_job(code, traceback.format_exc().rstrip() if args.debug else line)
 
 
 def _describe(error):

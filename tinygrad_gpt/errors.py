@@ -34,3 +34,7 @@ class TrainingInterrupted(Exception):
     """Ctrl-C during training, after the checkpoint was saved; the message says how to resume."""
 
     exit_code = 130
+
+
+class DistributedError(TinyGPTError):
+    """MPI (or NCCL) is missing or unusable, or the ranks of a job cannot train together."""

@@ -72,20 +72,24 @@ def get_lr(step, learning_rate, min_lr, warmup_iters, lr_decay_iters):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
 
 
-def grad_norm(parameters):
-    """The global L2 norm of all gradients, as a 0-d array on their device (no sync with the host)."""
+def grad_norm(parameters, sum_over=None):
+    """The global L2 norm of all gradients, as a 0-d array on their device (no sync with the host).
+    sum_over: where each process holds a part of the gradients (ZeRO-1), what adds a 0-d array up
+    over the processes, in place (World.allreduce_sum)."""
     grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return backend.get_xp().zeros(())
-    xp = xp_of(grads[0])
-    return xp.asarray(xp.sqrt(sum(xp.vdot(g.ravel(), g.ravel()) for g in grads)))
+    xp = xp_of(grads[0]) if grads else backend.get_xp()
+    squares = xp.asarray(sum(xp.vdot(g.ravel(), g.ravel()) for g in grads)) if grads else xp.zeros(())
+    if sum_over is not None:
+        sum_over(squares)
+    return xp.asarray(xp.sqrt(squares))
 
 
-def clip_grad_norm_(parameters, max_norm):
+def clip_grad_norm_(parameters, max_norm, sum_over=None):
     """Scale all gradients together so their global L2 norm is at most max_norm; return the norm
-    before clipping as a 0-d array. Everything stays on the device: no sync with the host."""
+    before clipping as a 0-d array. Everything stays on the device: no sync with the host.
+    sum_over: as for grad_norm."""
     parameters = list(parameters)
-    total_norm = grad_norm(parameters)
+    total_norm = grad_norm(parameters, sum_over)
     scale = xp_of(total_norm).minimum(1.0, max_norm / (total_norm + 1e-6))
     for p in parameters:
         if p.grad is not None:

@@ -28,10 +28,10 @@ from tinygrad_gpt.errors import UsageError
 MAX_DEFAULT_SHARDS = 4
 
 
-def default_shards(batch_size):
-    """TINYGPT_CPU_THREADS, else the cores this process may use up to MAX_DEFAULT_SHARDS; at most
-    one shard per sequence, and 1 off the numpy backend, while tracing, or where BLAS's threads
-    cannot be limited."""
+def default_shards(batch_size, processes=1):
+    """TINYGPT_CPU_THREADS, else this process's share of the cores (`processes` of them, MPI ranks,
+    share the machine) up to MAX_DEFAULT_SHARDS; at most one shard per sequence, and 1 off the numpy
+    backend, while tracing, or where BLAS's threads cannot be limited."""
     if backend.name() != "numpy" or is_tracing() or _blas_limiter() is None:
         return 1
     wanted = os.environ.get("TINYGPT_CPU_THREADS")
@@ -40,9 +40,20 @@ def default_shards(batch_size):
             raise UsageError(f"TINYGPT_CPU_THREADS must be a positive integer, got {wanted!r}")
         cores = int(wanted)
     else:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        cores = min(cores, MAX_DEFAULT_SHARDS)
+        cores = min(_cores(processes), MAX_DEFAULT_SHARDS)
     return max(1, min(cores, batch_size))
+
+
+def share_cores(processes):
+    """Hold BLAS, for good, to this process's share of the cores when `processes` processes (MPI
+    ranks) share the machine: else each would start a thread per core, and OpenBLAS's threads spin."""
+    if processes > 1 and _blas_limiter() is not None:
+        _blas_limiter().limit(limits=_cores(processes), user_api="blas")  # lasts: not used as a context
+
+
+def _cores(processes):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // processes)
 
 
 @functools.cache

@@ -6,6 +6,9 @@ masks from engine.manual_seed(a number derived from (seed, s, micro-batch), and 
 multi-core CPU: tinygrad_gpt/parallel.py); eval batches come from their own fixed streams. So a
 run resumed from a checkpoint at step s replays exactly what the uninterrupted run would have done. (Batches are
 drawn on the host, the same on both backends; dropout masks come from the backend's generator.)
+
+Under MPI (`mpiexec -n N tinygpt train`, tinygrad_gpt/distributed.py) every rank runs this loop on
+its rows of each batch, and rank 0 alone writes: the log, the checkpoints, stdout.
 """
 
 import json
@@ -31,6 +34,7 @@ from tinygrad_gpt.checkpoint import (
     save_checkpoint,
 )
 from tinygrad_gpt.data import load_dataset, resolve_data_path
+from tinygrad_gpt.distributed import DistributedDataParallel, World
 from tinygrad_gpt.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from tinygrad_gpt.fileio import atomic_write
 from tinygrad_gpt.huggingface import pretrained_tokenizer, read_config, resolve
@@ -39,6 +43,7 @@ from tinygrad_gpt.optim import AdamW, clip_grad_norm_, get_lr, grad_norm
 from tinygrad_gpt.parallel import DataParallel, default_shards
 from tinygrad_gpt.presets import MODEL_FIELDS, preset_config
 from tinygrad_gpt.sample import default_prompt
+from tinygrad_gpt.zero import ShardedAdamW, ZeroDataParallel
 
 LOG_FILE = "log.jsonl"
 # Seed words that keep the dropout and eval streams apart from the batch stream [seed, step]
@@ -75,9 +80,12 @@ def run_config(out_dir, preset, overrides, resume):
         raise UsageError(f"invalid config: {e}") from None
 
 
-def train(config, out_dir="out", data=None, resume=False):
+def train(config, out_dir="out", data=None, resume=False, world=None, zero=0):
     """Train per config, checkpointing into out_dir; with resume, continue out_dir's checkpoint.
-    data: the text file (else $TINYGPT_DATA, else the downloaded Tiny Shakespeare)."""
+    data: the text file (else $TINYGPT_DATA, else the downloaded Tiny Shakespeare). world: the
+    processes training together (distributed.init()), else this one alone; zero=1: they share
+    AdamW's state out (ZeRO-1, zero.py)."""
+    world = world or World()
     out_dir = Path(out_dir)
     checkpoint = read_checkpoint(out_dir) if resume else None
     if not resume and (out_dir / CONFIG_FILE).exists():
@@ -105,33 +113,44 @@ def train(config, out_dir="out", data=None, resume=False):
         except ValueError as e:
             raise UsageError(f"invalid config: {e}") from None
         step, best_val_loss = 0, None
+    if config.batch_size < world.size:
+        raise UsageError(f"--batch-size {config.batch_size} is less than the {world.size} processes: each needs a row")
+    world.broadcast_parameters(model.parameters())
     optimizer = AdamW(
         model.named_parameters(), lr=config.learning_rate, betas=(0.9, config.beta2), weight_decay=config.weight_decay
     )
+    if zero:  # ZeRO-1: this rank keeps AdamW's state for its shard of the parameters alone
+        optimizer = ShardedAdamW(optimizer, world)
     if checkpoint:
         load_optimizer(checkpoint, optimizer)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _keep_log_until(out_dir / LOG_FILE, step)  # also finds an unwritable out-dir before any training
+    if world.rank == 0:  # the one writer
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _keep_log_until(out_dir / LOG_FILE, step)  # also finds an unwritable out-dir before any training
     if step >= config.max_iters:
         print(
             f"{out_dir} is already at step {step} >= max_iters {config.max_iters}; pass a larger --max-iters to go on"
         )
         return
 
-    shards = default_shards(config.batch_size)
-    threads = f", {shards} threads" if shards > 1 else ""
+    shards = default_shards(config.batch_size // world.size, world.local_size)
+    processes = f", {world.size} processes" if world.distributed else ""
+    threads = f", {shards} threads" + (" each" if processes else "") if shards > 1 else ""
     doing = f"resuming at step {step}" if checkpoint else f"fine-tuning {pretrained}" if pretrained else "training"
     ours_only = "" if model.config.bias else " (bias=False: ours only, transformers cannot load them)"
     print(
-        f"{doing}: {model.num_params():,} parameters on {backend.name()}{threads}, data {path} "
+        f"{doing}: {model.num_params():,} parameters on {backend.name()}{processes}{threads}, data {path} "
         f"(vocab {tokenizer.vocab_size}), checkpoints in {out_dir}{ours_only}"
     )
 
-    def save(directory, with_optimizer):
-        save_checkpoint(directory, model, tokenizer, config, step, best_val_loss, optimizer if with_optimizer else None)
+    def save(directory, with_optimizer):  # on every rank: a ShardedAdamW gathers its state from all
+        if world.rank == 0:
+            optimizer_state = optimizer if with_optimizer else None
+            save_checkpoint(directory, model, tokenizer, config, step, best_val_loss, optimizer_state)
+        elif with_optimizer:
+            optimizer.state_dict()  # this rank's part of the gather
 
     def log_losses(losses, lr):
-        """Print the losses of an evaluation and append them to log.jsonl."""
+        """Print the losses of an evaluation and append them to log.jsonl (rank 0, the one writer)."""
         if not all(map(math.isfinite, losses.values())):
             raise TrainingDiverged(
                 f"the eval loss is not finite at step {step}; stopped; the last "
@@ -145,22 +164,22 @@ def train(config, out_dir="out", data=None, resume=False):
             elapsed_s=round(time.time() - start, 3),
         )
         tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        with open(out_dir / LOG_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if world.rank == 0:
+            with open(out_dir / LOG_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
 
     model.train()
     xp = backend.get_xp()
-    params = model.parameters()
-    parallel = DataParallel(model, shards) if shards > 1 else None
+    parallel, params, sum_over = data_parallel(model, optimizer, world, shards)
     backend.keep_freed_host_memory()  # a training step makes many large temporaries
     accumulate = config.gradient_accumulation_steps
     tokens_per_step = config.batch_size * accumulate * config.block_size
     start = time.time()
     if pretrained:  # where fine-tuning starts from (nanoGPT's evaluation at step 0; nothing saved)
-        log_losses(estimate_loss(model, dataset, config), config.learning_rate)
+        log_losses(estimate_loss(model, dataset, config, world), config.learning_rate)
     synced_step, synced_time = step, start
     finite_flags = []  # one 0-d device bool per step since the last sync: read together, not per step
-    bar = tqdm(total=config.max_iters, initial=step, dynamic_ncols=True, disable=None, unit="it")
+    bar = tqdm(total=config.max_iters, initial=step, dynamic_ncols=True, disable=world.rank > 0 or None, unit="it")
     # numpy's overflow warnings would only repeat what the finiteness check below reports
     with _InterruptFlag() as interrupted, np.errstate(all="ignore"), bar:
         while step < config.max_iters:
@@ -177,18 +196,22 @@ def train(config, out_dir="out", data=None, resume=False):
                     _, micro_loss = model(backend.asarray(xm), backend.asarray(ym))  # forward
                     micro_loss = micro_loss / accumulate  # so the summed gradients are the whole batch's
                     micro_loss.backward()  # backward: adds into every parameter's .grad
-                else:  # the same forward and backward, the micro-batch split over CPU threads
+                else:  # the same forward and backward, the micro-batch split over CPU threads or processes
                     micro_loss = parallel.step(xm, ym, seed, scale=1 / accumulate)
                 loss = loss + micro_loss.data
-            norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else grad_norm(params)
+            if config.grad_clip > 0:
+                norm = clip_grad_norm_(params, config.grad_clip, sum_over)
+            else:
+                norm = grad_norm(params, sum_over)
             finite_flags.append(xp.isfinite(loss) & xp.isfinite(norm))
             optimizer.step()  # AdamW
             optimizer.zero_grad()
             step += 1
             bar.update()
+            stop = world.any(interrupted)  # Ctrl-C (under MPI, rank 0's: every rank stops at this step)
 
             evaluate = step % config.eval_interval == 0 or step == config.max_iters
-            if step % config.log_interval == 0 or evaluate or interrupted:
+            if step % config.log_interval == 0 or evaluate or stop:
                 # the one host sync: catch a non-finite step before anything gets saved
                 flags = backend.to_numpy(xp.stack(finite_flags))
                 if not flags.all():
@@ -203,7 +226,7 @@ def train(config, out_dir="out", data=None, resume=False):
                 bar.set_postfix({"loss": f"{float(backend.to_numpy(loss)):.4f}", "tok/s": f"{tokens_per_s:,.0f}"})
                 finite_flags, synced_step, synced_time = [], step, now
             if evaluate:
-                losses = estimate_loss(model, dataset, config)
+                losses = estimate_loss(model, dataset, config, world)
                 log_losses(losses, lr)
                 improved = best_val_loss is None or losses["val"] < best_val_loss
                 if improved:
@@ -212,21 +235,20 @@ def train(config, out_dir="out", data=None, resume=False):
                 if improved:
                     save(out_dir / BEST_DIR, with_optimizer=False)
                 synced_time = time.time()  # tokens/s counts training, not this evaluation and save
-            if interrupted and step < config.max_iters:
+            if stop and step < config.max_iters:
                 if not evaluate:
                     save(out_dir, with_optimizer=True)
-                command = shlex.join(
-                    ["tinygpt", "train", "--out-dir", str(out_dir), "--resume"]
-                    + (["--data", str(data)] if data else [])
-                )
+                data_flag = ["--data", str(data)] if data else []
+                command = shlex.join(world.command("train", "--out-dir", str(out_dir), "--resume", *data_flag))
                 raise TrainingInterrupted(
                     f"interrupted at step {step}; checkpoint saved in {out_dir}; resume with: {command}"
                 )
 
-    _plot_losses(out_dir)
-    prompt = tokenizer.encode(default_prompt(tokenizer))[None]
-    sample = model.generate(prompt, 200, temperature=0.8, top_k=40, seed=config.seed)
-    print(f"sample after {step} steps:\n{tokenizer.decode(sample[0])}")
+    if world.rank == 0:
+        _plot_losses(out_dir)
+        prompt = tokenizer.encode(default_prompt(tokenizer))[None]
+        sample = model.generate(prompt, 200, temperature=0.8, top_k=40, seed=config.seed)
+        print(f"sample after {step} steps:\n{tokenizer.decode(sample[0])}")
 
 
 def _shaped_like(config, pretrained):
@@ -239,6 +261,17 @@ def _shaped_like(config, pretrained):
     return replace(config, n_layer=pretrained.n_layer, n_head=pretrained.n_head, n_embd=pretrained.n_embd)
 
 
+def data_parallel(model, optimizer, world, threads):
+    """How a training step is shared out: (what runs forward and backward, `step(x, y, seed, scale)`,
+    over `threads` threads and the ranks of `world`, or None for the plain one-thread step; the
+    tensors whose gradients clipping scales; what sums their norm over ranks where they are shards)."""
+    if isinstance(optimizer, ShardedAdamW):  # ZeRO-1: this rank holds its optimizer's shard of the gradients
+        return ZeroDataParallel(model, world, threads, optimizer), optimizer.pieces, world.allreduce_sum
+    if world.distributed:
+        return DistributedDataParallel(model, world, threads), model.parameters(), None
+    return DataParallel(model, threads) if threads > 1 else None, model.parameters(), None
+
+
 def _check_same_model(config, saved):
     for name in MODEL_FIELDS:
         if getattr(config, name) != getattr(saved, name):
@@ -249,21 +282,25 @@ def _check_same_model(config, saved):
 
 
 @no_grad()
-def estimate_loss(model, dataset, config):
+def estimate_loss(model, dataset, config, world=None):
     """Mean loss over eval_iters batches of each split, in eval mode (no dropout). The batches
-    are the same at every eval (fixed streams), so successive evals compare like with like."""
+    are the same at every eval (fixed streams), so successive evals compare like with like.
+    With a world of several processes, each takes its rows of every batch and the sums add up."""
+    world = world or World()
     model.eval()
-    losses = {}
+    totals = []
     for split, stream in EVAL_STREAMS.items():
         rng = np.random.default_rng([config.seed, *stream])
         total = 0.0
         for _ in range(config.eval_iters):
             x, y = dataset.get_batch(split, config.batch_size, config.block_size, rng)
-            _, loss = model(backend.asarray(x), backend.asarray(y))
-            total = total + loss.data  # summed on the device, read once below
-        losses[split] = float(backend.to_numpy(total)) / config.eval_iters
+            rows, share = world.rows(len(x))
+            _, loss = model(backend.asarray(x[rows]), backend.asarray(y[rows]))
+            total = total + loss.data * share  # summed on the device, read once below
+        totals.append(total)
+    totals = backend.to_numpy(world.allreduce_sum(backend.get_xp().stack(totals)))
     model.train()
-    return losses
+    return {split: float(total) / config.eval_iters for split, total in zip(EVAL_STREAMS, totals)}
 
 
 def _keep_log_until(path, step):
@@ -286,7 +323,9 @@ class _InterruptFlag:
 
     def __enter__(self):
         self.raised = False
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        self.previous = signal.getsignal(signal.SIGINT)
+        if self.previous is not signal.SIG_IGN:  # a process that ignores Ctrl-C goes on ignoring it
+            signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum, frame):

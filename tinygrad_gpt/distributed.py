@@ -1,0 +1,197 @@
+"""Data parallelism over processes, on one machine or many: MPI (mpi4py), and NCCL on GPUs.
+
+`mpiexec -n N tinygpt train` starts N copies of the command, the ranks. Every rank draws the same
+batch of step s (from (seed, s), as one process does), takes its own rows of it through forward
+and backward (over threads too: parallel.py), and one Allreduce sums the ranks' gradients, each
+weighted by its rows' share of the batch: every rank then holds the whole batch's gradient and
+takes the same AdamW step, so the parameters, equal at the start (rank 0's are broadcast), stay
+equal. With dropout 0 this is one process's step but for the order of the float32 sums.
+
+Rank 0 speaks for the job (stdout, the log, the checkpoints); the others print only an error. A
+rank that stops must not leave the others waiting in a collective for ever: end_job prints its one
+line and ends every rank (MPI_Abort).
+"""
+
+import os
+import signal
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+
+from engine import Tensor, backend
+from kernels.array_module import xp_of
+from tinygrad_gpt.collectives import MPICollectives, NCCLCollectives
+from tinygrad_gpt.errors import DistributedError
+from tinygrad_gpt.parallel import DataParallel, share_cores
+
+# (rank, size) that MPI launchers set for each process: MPICH's Hydra (and Intel MPI's), Open MPI's,
+# PMIx's (srun --mpi=pmix; it gives no size)
+LAUNCHER_VARIABLES = (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"), ("PMIX_RANK", None))
+MPI_HINT = 'install it with: pip install -e ".[mpi]" (mpi4py and MPICH; on a cluster, mpi4py built on its MPI)'
+# How long a rank other than 0 waits before it reports an error: one that every rank meets (a bad
+# value, a missing file) is then reported once, by rank 0, whose MPI_Abort ends the others first.
+REPORT_GRACE_S = 2.0
+
+
+def launched_as():
+    """(rank, size) as an MPI launcher (mpiexec) put them in this process's environment (size None
+    where it does not say), or None where no launcher started the process."""
+    for rank, size in LAUNCHER_VARIABLES:
+        if os.environ.get(rank, "").isdigit():
+            return int(os.environ[rank]), int(os.environ[size]) if os.environ.get(size or "", "").isdigit() else None
+    return None
+
+
+@dataclass
+class World:
+    """The processes training one model; World() is a single process, init() gives MPI's."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0  # this rank's place among the ranks on its machine
+    local_size: int = 1  # ranks on this machine, sharing its cores (or one GPU each)
+    comm: object = None  # the mpi4py communicator, for control; None in a single process
+    collectives: object = None  # MPICollectives or NCCLCollectives, for the arrays
+
+    @property
+    def distributed(self):
+        return self.comm is not None
+
+    def rows(self, n):
+        """This rank's rows of a batch of n (cut in `size` near-equal parts), and their share of n."""
+        start, stop = n * self.rank // self.size, n * (self.rank + 1) // self.size
+        return slice(start, stop), (stop - start) / n
+
+    def allreduce_sum(self, buffer):
+        """The sum over ranks of every rank's buffer, in place; the buffer."""
+        if self.collectives is not None:
+            self.collectives.allreduce_sum(buffer)
+        return buffer
+
+    def reduce_scatter_sum(self, buffer, part):
+        """The sum over ranks of buffer (`size` parts of len(part)), this rank's part into `part`."""
+        self.collectives.reduce_scatter_sum(buffer, part)
+
+    def all_gather(self, buffer):
+        """Every rank's part of buffer (its `rank`-th of `size`) into every rank's, in place."""
+        self.collectives.all_gather(buffer)
+
+    def any(self, flag):
+        """Whether `flag` is true on any rank: every rank calls this and gets the same answer."""
+        return bool(flag) if self.comm is None else self.comm.allreduce(int(bool(flag))) > 0
+
+    def broadcast_parameters(self, params):
+        """Rank 0's values into every rank's parameters (the ranks must start equal)."""
+        if self.collectives is not None:
+            for p in params:
+                self.collectives.broadcast(p.data)
+
+    def command(self, *args):
+        """The command line that runs `tinygpt ARGS` on this many processes."""
+        launch = ["mpiexec", "-n", str(self.size)] if self.distributed else []
+        return [*launch, "tinygpt", *args]
+
+
+_world = World()
+
+
+def start():
+    """This process's World: under an MPI launcher, MPI's (started on the first call), else a
+    single process; without its collectives yet (init() adds them). Called first thing, so that an
+    error on any rank from then on ends the whole job (end_job): a rank that fails before MPI starts
+    leaves the others waiting in MPI's start for ever. Ranks other than 0 write nothing to stdout
+    from here on and ignore Ctrl-C (mpiexec hands it to every rank; rank 0's counts: World.any)."""
+    global _world
+    launched = launched_as()
+    if _world.distributed or launched is None:
+        return _world
+    try:
+        with warnings.catch_warnings():  # mpi4py warns of another MPI's mpiexec: checked below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            from mpi4py import MPI
+    except (ImportError, RuntimeError) as e:  # RuntimeError: mpi4py is there, an MPI library is not
+        raise DistributedError(f"started by mpiexec, but mpi4py cannot start MPI ({e}); {MPI_HINT}") from None
+    comm = MPI.COMM_WORLD
+    if launched not in ((comm.Get_rank(), comm.Get_size()), (comm.Get_rank(), None)):  # each rank would train alone
+        library = " ".join(MPI.Get_library_version().split()[:3])  # e.g. "MPICH Version: 4.2.0"
+        raise DistributedError(
+            f"mpiexec started this process as rank {launched[0]} of {launched[1]}, but the MPI that mpi4py "
+            f"loaded ({library}) sees rank {comm.Get_rank()} of {comm.Get_size()}: use that MPI's mpiexec "
+            f"(the mpi extra puts MPICH's beside python)"
+        )
+    machine = comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks on this machine
+    _world = World(comm.Get_rank(), comm.Get_size(), machine.Get_rank(), machine.Get_size(), comm)
+    if _world.rank > 0:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # whoever holds sys.stdout
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    share_cores(machine.Get_size())
+    return _world
+
+
+def init():
+    """start()'s World with the collectives for the active backend's arrays (NCCL on cupy picks
+    this rank's GPU, so call it before making any array)."""
+    world = start()
+    if world.distributed and world.collectives is None:
+        if backend.name() == "cupy":
+            world.collectives = NCCLCollectives(world.comm, world.local_rank, world.local_size)
+        else:
+            world.collectives = MPICollectives(world.comm)
+    return world
+
+
+def end_job(code, report=None):
+    """Print `report` (one line) on stderr and return `code`; under MPI, end every rank of the job
+    with `code` instead: a rank that merely returned would leave the others waiting for it."""
+    if _world.distributed and _world.rank > 0:
+        time.sleep(REPORT_GRACE_S)
+    if report is not None:
+        print(report, file=sys.stderr, flush=True)
+    if _world.distributed:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())  # MPICH would repeat it in its words
+        _world.comm.Abort(code)
+    return code
+
+
+class DistributedDataParallel:
+    """step(x, y, seed, scale=1): DataParallel.step for all the ranks of `world` together. x, y is the whole
+    batch, the same on every rank; this rank takes its rows through forward and backward over
+    `threads` threads, then one Allreduce sums the ranks' gradients and losses, each weighted by
+    its rows' share. Every parameter's `.grad` is then the whole batch's gradient, a view into the
+    one flat buffer that was all-reduced, until zero_grad. `length`: that buffer's, if not the
+    gradients' and the loss's."""
+
+    def __init__(self, model, world, threads, length=None):
+        self.world, self.local = world, DataParallel(model, threads)
+        self.params = model.parameters()
+        data, count = self.params[0].data, sum(p.size for p in self.params)
+        self.flat = xp_of(data).zeros(length or count + 1, data.dtype)  # the gradients, then the loss
+        self.grads, start = [], 0
+        for p in self.params:
+            self.grads.append(self.flat[start : start + p.size].reshape(p.shape))
+            start += p.size
+
+    def step(self, x, y, seed, scale=1.0):
+        # the gradients of this step's earlier micro-batches (gradient accumulation), which may be
+        # views of the buffer reused below: copied, and added to once the new ones are summed
+        earlier = [None if p.grad is None else p.grad.copy() for p in self.params]
+        self.flat[-1] = self.forward_backward(x, y, seed, scale)
+        self.world.allreduce_sum(self.flat)
+        for p, grad, before in zip(self.params, self.grads, earlier):
+            p.grad = grad if before is None else before + grad
+        return Tensor._from_array(self.flat[-1].copy())
+
+    def forward_backward(self, x, y, seed, scale=1.0):
+        """This rank's rows of x, y through forward and backward; its gradients, weighted by the
+        rows' share of the batch times `scale`, into self.grads; the loss so weighted, a 0-d array.
+        The parameters' .grad are None after it."""
+        rows, share = self.world.rows(len(x))
+        seed = seed * self.world.size + self.world.rank  # every rank its own dropout masks
+        for p in self.params:
+            p.grad = None  # so that what is collected below is this batch's alone
+        loss = self.local.step(x[rows], y[rows], seed, scale=share * scale)
+        for p, grad in zip(self.params, self.grads):
+            grad[...] = 0 if p.grad is None else p.grad
+            p.grad = None
+        return loss.data
