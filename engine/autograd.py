@@ -18,7 +18,7 @@ import collections
 
 from engine import backend, trace
 from engine.profiler import timed
-from engine.tensor import Tensor, add_grads
+from engine.tensor import Tensor, add_grads, add_into_own
 from kernels.array_module import xp_of
 
 
@@ -39,7 +39,7 @@ def grad(output, inputs, grad_output=None):
     found = {}
 
     def keep(leaf, grad):
-        found[id(leaf)] = add_grads(found.get(id(leaf)), grad.astype(leaf.dtype, copy=False))
+        found[id(leaf)] = add_into_own(found.get(id(leaf)), grad.astype(leaf.dtype, copy=False))
 
     _walk(output, grad_output, keep)
     return [Tensor._from_array(found[id(x)]) if id(x) in found else None for x in inputs]
