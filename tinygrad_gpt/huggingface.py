@@ -189,7 +189,8 @@ def resolve(name):
     if Path(name).is_dir():
         return Path(name)
     repo = HUB_NAMES.get(str(name), str(name))
-    how = f"download it where the Hub is reachable (hf download {repo} --local-dir DIR) and pass DIR"
+    files = f"{CONFIG_FILE} {MODEL_FILE} {TOKENIZER_FILE}"
+    how = f"download it where the Hub is reachable (hf download {repo} {files} --local-dir DIR) and pass DIR"
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo):
         raise TinyGPTError(f"{name}: no such folder, nor a Hugging Face Hub model name")
     try:
