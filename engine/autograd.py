@@ -11,14 +11,15 @@ micrograd's whole backward, for comparison (karpathy/micrograd, engine.py):
 returns its inputs' gradients and the walk adds them (summing broadcast axes back to the input's
 shape); a node with several outputs (split) runs its backward once, after the last of them; the
 graph is freed as it is walked, so memory stays flat from step to step; and what reaches a leaf
-goes to `on_leaf`: into `.grad` for backward(), into a result list for grad().
+goes to `on_leaf`: into `.grad` for backward(), into a result list for grad(), with whether the
+array is the leaf's to keep (else it is copied if kept, and only read if added to what it has).
 """
 
 import collections
 
 from engine import backend, trace
 from engine.profiler import timed
-from engine.tensor import Tensor, add_grads
+from engine.tensor import Tensor, add_grads, add_into_own
 from kernels.array_module import xp_of
 
 
@@ -27,7 +28,7 @@ def backward(tensor, gradient=None):
 
     `tensor` must have one element, or `gradient` (its shape) says what to start from. The graph
     behind it is freed as it is walked: a second backward() needs the forward run again."""
-    _walk(tensor, gradient, lambda leaf, grad: leaf.accumulate_grad(grad))
+    _walk(tensor, gradient, lambda leaf, grad, own: leaf.accumulate_grad(grad, own))
 
 
 def grad(output, inputs, grad_output=None):
@@ -38,8 +39,8 @@ def grad(output, inputs, grad_output=None):
         raise ValueError("grad(): inputs must be leaf tensors (parameters, or tensors made with requires_grad)")
     found = {}
 
-    def keep(leaf, grad):
-        found[id(leaf)] = add_grads(found.get(id(leaf)), grad.astype(leaf.dtype, copy=False))
+    def keep(leaf, grad, own):
+        found[id(leaf)] = add_into_own(found.get(id(leaf)), grad.astype(leaf.dtype, copy=False), own)
 
     _walk(output, grad_output, keep)
     return [Tensor._from_array(found[id(x)]) if id(x) in found else None for x in inputs]
@@ -48,7 +49,7 @@ def grad(output, inputs, grad_output=None):
 def _walk(root, root_grad, on_leaf):
     root_grad = _starting_grad(root, root_grad)
     if root.is_leaf:
-        on_leaf(root, root_grad.copy())
+        on_leaf(root, root_grad, False)
         return
     order = topological_order(root)  # every tensor after the tensors it was made from
     grads = {id(root): root_grad}  # d root / d t for each tensor t reached so far
@@ -63,7 +64,7 @@ def _walk(root, root_grad, on_leaf):
                 if x is None or grad_x is None:
                     continue
                 if x.is_leaf:
-                    on_leaf(x, grad_x if _fresh(grad_x, out_grads, in_grads) else grad_x.copy())
+                    on_leaf(x, grad_x, _fresh(grad_x, out_grads, in_grads))
                 else:
                     grads[id(x)] = add_grads(grads.get(id(x)), grad_x)
         if fn.outputs_walked == fn.n_outputs:  # an output this walk did not reach may come later
@@ -155,8 +156,9 @@ def _call_backward(fn, out_grads):
 
 def _fresh(grad, out_grads, in_grads):
     """Whether a gradient headed for a leaf is an array only that leaf will hold: not a gradient
-    handed in, not a view of one, not given to two inputs. Anything else is copied first, since
-    .grad is the leaf's own (the optimizer and gradient clipping change it in place)."""
+    handed in, not a view of one, not given to two inputs. Anything else is copied if the leaf
+    keeps it, since .grad is the leaf's own (the optimizer and gradient clipping change it in
+    place); added to a .grad already there, it is only read."""
     return all(grad is not g for g in out_grads) and grad.base is None and sum(g is grad for g in in_grads) == 1
 
 

@@ -88,15 +88,29 @@ class Tensor:
     def zero_grad(self):
         self.grad = None
 
-    def accumulate_grad(self, grad):
-        """Add `grad` (an array of this tensor's shape, which it may keep) into .grad, in .grad's dtype."""
-        self.grad = add_grads(self.grad, grad.astype(self.dtype, copy=False))
+    def accumulate_grad(self, grad, own=True):
+        """Add `grad` (an array of this tensor's shape) into .grad, in .grad's dtype. own: whether
+        the tensor may keep the array itself as .grad (else a copy is kept)."""
+        self.grad = add_into_own(self.grad, grad.astype(self.dtype, copy=False), own)
 
 
 def add_grads(total, grad):
-    """The one rule for gradients that meet (a tensor used twice, a parameter in two shards): they
-    add, out of place, since either array may be shared; the first is taken as it is."""
+    """The rule for gradients that meet inside the backward walk (a tensor used twice): they add,
+    out of place, since either array may be shared (an op may hand one array to two inputs); the
+    first is taken as it is."""
     return grad if total is None else total + grad
+
+
+def add_into_own(total, grad, own=True):
+    """The rule for a leaf's gradient (.grad, or what engine.grad collects): it is an array of its
+    own (clipping and the optimizer change .grad in place), so the first contribution becomes it
+    if the leaf may keep that array (own), else a copy of it, and later ones add into it in place,
+    only read. No new array per addition: for GPT-2's 124M parameters, shards and micro-batches
+    would otherwise allocate half a gigabyte each, and fresh memory is slow to fault in."""
+    if total is None:
+        return grad if own else grad.copy()
+    total += grad
+    return total
 
 
 def check_same_device(op_name, inputs):

@@ -14,7 +14,6 @@ backward (layernorm's mean and rstd, attention's `saved`) is passed back to the 
 same rung untouched: the engine never looks inside it. engine/dispatch.py picks the rung.
 """
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -87,7 +86,7 @@ FAST = replace(
     embedding_backward=embedding.embedding_backward_fast,
     attention_forward=attention.attention_forward_fast,
     attention_backward=attention.attention_backward_fast,
-    adamw_update_multi=functools.partial(adamw.adamw_update_multi, update=adamw.adamw_update_fast),
+    adamw_update_multi=adamw.adamw_update_multi_fast,
 )
 
 CUDA = replace(

@@ -130,7 +130,8 @@ def test_runtime_errors_of_sample_and_out_dir(tmp_path, corpus):
 
 def test_init_from_a_hub_name_without_huggingface_hub_says_how_to_get_the_folder(monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # importing it now raises ImportError
-    with pytest.raises(TinyGPTError, match="hf download openai-community/gpt2 --local-dir DIR") as info:
+    how = "hf download openai-community/gpt2 config.json model.safetensors tokenizer.json --local-dir DIR"
+    with pytest.raises(TinyGPTError, match=how) as info:
         resolve("gpt2")
     assert "huggingface_hub is not installed" in str(info.value)
 

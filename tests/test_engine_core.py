@@ -40,6 +40,19 @@ def test_gradient_accumulates_across_uses_and_backward_calls(backend):
     assert x.grad.item() == 14.0
 
 
+def test_a_leafs_gradient_adds_into_its_own_array_in_place(backend):
+    """No new array per contribution; and an array an op hands to two inputs (Add's gradient
+    goes to both) is copied before it lands, so adding in place never changes another's."""
+    x = leaf([1.0, 2.0])
+    (x * 2.0).sum().backward()
+    own = x.grad
+    (x + x).sum().backward()
+    assert x.grad is own
+    np.testing.assert_array_equal(host(x.grad), [4.0, 4.0])
+    (dx,) = engine.grad((x + leaf([0.0, 0.0])).sum() + (x * 3.0).sum(), [x])
+    np.testing.assert_array_equal(host(dx.data), [4.0, 4.0])  # engine.grad collects the same way
+
+
 def test_intermediate_used_twice_collects_both_gradients(backend):
     x = leaf([1.0, 2.0])
     h = x * 3.0

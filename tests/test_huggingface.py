@@ -62,6 +62,17 @@ def test_logits_equal_transformers(folder, dtype, tolerance):
     assert worst_relative_error(got, theirs) <= tolerance
 
 
+def test_layer_norm_epsilon_comes_from_the_folder(folder, tmp_path):
+    directory = copy_folder(folder, tmp_path)
+    edit_config(directory, layer_norm_epsilon=0.5)  # large enough to change every logit
+    ours = GPT.from_pretrained(directory, dtype=np.float64)
+    ids = np.random.default_rng(2).integers(0, ours.config.vocab_size, (2, 16))
+    theirs = transformers_logits(transformers_model(directory, torch.float64), ids)
+    assert ours.config.layer_norm_epsilon == 0.5 and worst_relative_error(ours(ids)[0].numpy(), theirs) <= 1e-10
+    default = transformers_logits(transformers_model(folder, torch.float64), ids)
+    assert worst_relative_error(default, theirs) > 1e-3
+
+
 def test_greedy_generation_equals_transformers(folder, bpe):
     prompt = np.array([bpe.encode("ROMEO:\nthou art").ids])
     new = 64 - prompt.shape[1]  # up to n_positions: transformers cannot go past it
@@ -174,10 +185,13 @@ def test_a_folder_we_cannot_serve_is_refused_in_one_line(folder, tmp_path, case)
     assert fragment in message and str(directory) in message and "\n" not in message, message
 
 
-def test_the_cli_refuses_an_unservable_folder_in_one_line(folder, tmp_path):
+def test_the_cli_refuses_an_unservable_folder_or_a_longer_context_in_one_line(folder, tmp_path, corpus):
+    train = ["train", "--init-from", folder, "--data", corpus, "--out-dir", tmp_path / "out"]
+    assert_one_line_error(tinygpt(*train, "--block-size", 65), 2, "--block-size 65 is longer", "64 positions")
     directory = copy_folder(folder, tmp_path)
     edit_config(directory, activation_function="relu")
     assert_one_line_error(tinygpt("sample", "--init-from", directory), 1, "tinygpt: error:", "activation_function")
+    assert not (tmp_path / "out").exists()
 
 
 def greedy_cli(out_dir, prompt, n):
@@ -213,6 +227,7 @@ def test_fine_tuning_lowers_the_val_loss_and_the_result_loads_everywhere(folder,
     data.write_text(corpus_text, encoding="utf-8")
     out = tmp_path / "out"
     flags = ["--data", data, "--out-dir", out, "--block-size", 32, "--batch-size", 4, "--eval-iters", 4]
+    flags += ["--gradient-accumulation-steps", 2]
     result = tinygpt(
         "train", "--init-from", folder, *flags, "--max-iters", 8, "--eval-interval", 4, "--learning-rate", 1e-3
     )
@@ -222,7 +237,7 @@ def test_fine_tuning_lowers_the_val_loss_and_the_result_loads_everywhere(folder,
     assert log[-1]["val_loss"] < log[0]["val_loss"] - 0.1
     checkpoint = read_checkpoint(out)
     assert checkpoint.vocab is None and checkpoint.model_config.block_size == 32  # cropped from 64
-    assert checkpoint.train_config.gradient_accumulation_steps == 4 and checkpoint.train_config.init_from == str(folder)
+    assert checkpoint.train_config.gradient_accumulation_steps == 2 and checkpoint.train_config.init_from == str(folder)
     # ours again: sample the out-dir, resume it
     assert tinygpt("sample", "--out-dir", out, "--max-new-tokens", 5).returncode == 0
     resumed = tinygpt("train", "--resume", *flags, "--max-iters", 10)

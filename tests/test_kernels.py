@@ -219,9 +219,11 @@ def test_adamw_matches_the_formula(backend):
 # return every array it produced. The same story on PLAIN and on FAST must agree.
 
 
-def _linear_story(k, dtype, shape):
+def _linear_story(k, dtype, shape, transposed=False):
+    """transposed: the weight a transposed view, as the tied head's wte.T."""
     *lead, n_in = shape
-    x, w, b = normal(*shape, seed=1, dtype=dtype), normal(n_in, 7, seed=2, dtype=dtype), normal(7, seed=3, dtype=dtype)
+    w = normal(7, n_in, seed=2, dtype=dtype).T if transposed else normal(n_in, 7, seed=2, dtype=dtype)
+    x, b = normal(*shape, seed=1, dtype=dtype), normal(7, seed=3, dtype=dtype)
     dout = normal(*lead, 7, seed=4, dtype=dtype)
     return [k.linear_forward(x, w, b), *k.linear_backward(dout, x, w, True)], (x, w, b, dout)
 
@@ -280,6 +282,7 @@ def _adamw_story(k, dtype, shape):
 
 def _cases():
     sizes = [(1, 1), (3, 7), (2, 5, 13), (17, 65)]
+    yield "adamw", _adamw_story, (129, 257), {}  # more than one of the fast one's blocks
     attention_shapes = [(1, 1, 1, 1, 1), (2, 3, 5, 5, 7), (1, 2, 3, 9, 4), (2, 1, 17, 17, 13)]
     for shape in sizes:
         yield "linear", _linear_story, shape, {}
@@ -288,6 +291,7 @@ def _cases():
         yield "embedding", _embedding_story, shape, {}
         yield "adamw", _adamw_story, shape, {}
     yield "layernorm without affine", _layernorm_story, (3, 7), {"affine": False}
+    yield "linear", _linear_story, (2, 5, 13), {"transposed": True}
     for shape in [(1, 1), (3, 7), (17, 65)]:
         yield "cross_entropy", _cross_entropy_story, shape, {}
     for shape in attention_shapes:
@@ -318,6 +322,15 @@ def test_every_fast_kernel_has_a_story():
     covered |= {"cross_entropy_forward", "cross_entropy_backward", "embedding_backward", "adamw_update_multi"}
     covered |= {"attention_forward", "attention_backward"}
     assert differ == covered
+
+
+def test_fast_linear_backward_lays_dw_out_as_the_weight(backend):
+    """For a transposed weight (the tied head's wte.T), dW transposed back is contiguous, as wte."""
+    x, dout = normal(6, 5, seed=1), normal(6, 7, seed=2)
+    for weight in (normal(5, 7, seed=3), normal(7, 5, seed=3).T):
+        _, dweight, _ = FAST.linear_backward(dout, x, weight, True)
+        assert dweight.flags.c_contiguous == weight.flags.c_contiguous
+        assert dweight.flags.f_contiguous == weight.flags.f_contiguous
 
 
 def test_fast_gelu_backward_recomputes_tanh_when_not_given(backend):

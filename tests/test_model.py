@@ -29,6 +29,7 @@ def random_ids(shape, vocab_size, seed=0):
         (dict(dropout=1.0), "dropout"),
         (dict(dropout=-0.1), "dropout"),
         (dict(bias="yes"), "bias"),
+        (dict(layer_norm_epsilon=0), "layer_norm_epsilon"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(overrides, field):

@@ -23,7 +23,15 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 MODEL_INDEX_FILE = "model.safetensors.index.json"  # a sharded model: tensor name -> shard file
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # two names of GPT-2's tanh GELU, which F.gelu is
+# GPT2Config's options and the values our GPT implements, GPT-2's default first ("gelu_pytorch_tanh"
+# is another name of GPT-2's tanh GELU, which F.gelu is)
+SUPPORTED = {
+    "activation_function": ("gelu_new", "gelu_pytorch_tanh"),
+    "scale_attn_weights": (True,),
+    "scale_attn_by_inverse_layer_idx": (False,),
+    "add_cross_attention": (False,),
+    "tie_word_embeddings": (True,),
+}
 READABLE_DTYPES = ("F16", "F32", "F64")  # what NumPy holds (not bfloat16)
 NOT_WEIGHTS = re.compile(r"(^|\.)(lm_head\.weight|h\.\d+\.attn\.(bias|masked_bias))$")  # tied head, mask buffers
 HUB_NAMES = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
@@ -61,19 +69,12 @@ def read_config(folder, dropout=0.0):
         found = config.get("model_type") if isinstance(config, dict) else None
         raise CheckpointError(f"{path}: model_type is {found!r}, not 'gpt2'; only GPT-2 models can be loaded")
     n_embd = config.get("n_embd")
-    unsupported = [
-        (config.get("activation_function", "gelu_new") not in ACTIVATIONS, "activation_function", "gelu_new"),
-        (config.get("n_inner") not in (None, 4 * n_embd if isinstance(n_embd, int) else None), "n_inner", "4 * n_embd"),
-        (config.get("scale_attn_weights", True) is not True, "scale_attn_weights", True),
-        (config.get("scale_attn_by_inverse_layer_idx", False) is not False, "scale_attn_by_inverse_layer_idx", False),
-        (config.get("add_cross_attention", False) is not False, "add_cross_attention", False),
-        (config.get("tie_word_embeddings", True) is not True, "tie_word_embeddings", True),
-    ]
-    for bad, key, supported in unsupported:
-        if bad:
-            raise CheckpointError(
-                f"{path}: {key} is {config[key]!r}, which this GPT does not implement (it supports {supported!r})"
-            )
+    for key, values in SUPPORTED.items():
+        if config.get(key, values[0]) not in values:
+            supported = " or ".join(map(repr, values))
+            raise CheckpointError(f"{path}: {key} is {config[key]!r}; this GPT implements {supported} only")
+    if config.get("n_inner") not in (None, 4 * n_embd if isinstance(n_embd, int) else None):
+        raise CheckpointError(f"{path}: n_inner is {config['n_inner']!r}; this GPT's MLP is 4 * n_embd wide")
     try:
         return GPTConfig(
             vocab_size=config.get("vocab_size"),
@@ -188,7 +189,8 @@ def resolve(name):
     if Path(name).is_dir():
         return Path(name)
     repo = HUB_NAMES.get(str(name), str(name))
-    how = f"download it where the Hub is reachable (hf download {repo} --local-dir DIR) and pass DIR"
+    files = f"{CONFIG_FILE} {MODEL_FILE} {TOKENIZER_FILE}"
+    how = f"download it where the Hub is reachable (hf download {repo} {files} --local-dir DIR) and pass DIR"
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo):
         raise TinyGPTError(f"{name}: no such folder, nor a Hugging Face Hub model name")
     try:

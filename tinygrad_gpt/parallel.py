@@ -101,7 +101,7 @@ class DataParallel:
         for p, *grads in zip(self.params, *(g for _, g in results)):
             for g in grads:
                 if g is not None:
-                    p.accumulate_grad(g.data)  # a fresh array from engine.grad: no copy needed
+                    p.accumulate_grad(g.data)  # an array of engine.grad's own: kept, or added in place
         return Tensor._from_array(sum(loss for loss, _ in results))
 
     def _shard(self, x, y, weight, seed):
