@@ -32,6 +32,9 @@ MPI_HINT = 'install it with: pip install -e ".[mpi]" (mpi4py and MPICH; on a clu
 # How long a rank other than 0 waits before it reports an error: one that every rank meets (a bad
 # value, a missing file) is then reported once, by rank 0, whose MPI_Abort ends the others first.
 REPORT_GRACE_S = 2.0
+# How long a rank waits between printing its line and MPI_Abort: the line travels through Hydra's
+# proxy, and an abort that overtakes it loses it (seen once in a loaded CI run).
+DRAIN_S = 0.5
 
 
 def launched_as():
@@ -149,6 +152,8 @@ def end_job(code, report=None):
     if report is not None:
         print(report, file=sys.stderr, flush=True)
     if _world.distributed:
+        if report is not None:
+            time.sleep(DRAIN_S)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())  # MPICH would repeat it in its words
         _world.comm.Abort(code)
     return code
