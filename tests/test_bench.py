@@ -1,11 +1,14 @@
-"""tinygpt bench's comparison with PyTorch and its per-op profile."""
+"""tinygpt bench: its comparison with PyTorch, its per-op profile, other model sizes, the CPU code it reports."""
 
+import os
+import subprocess
 import sys
 
 import pytest
 
-from tinygrad_gpt.bench import bench, report
+from tinygrad_gpt.bench import VOCAB_SIZE, bench, report
 from tinygrad_gpt.errors import UsageError
+from tinygrad_gpt.model import GPT, GPTConfig
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +52,32 @@ def test_vs_torch_times_the_same_model():
     assert result["torch"]["first_loss_diff"] < 1e-4  # the twin starts from our weights
     assert result["torch"]["ms_per_iter"] > 0
     assert result["ratio_vs_torch"] == pytest.approx(result["ms_per_iter"] / result["torch"]["ms_per_iter"])
+
+
+def test_shape_replaces_the_presets_sizes():
+    shape = {"n_layer": 3, "n_head": 3, "n_embd": 48, "block_size": 16, "batch_size": 5}
+    result = bench("tiny", iters=1, warmup=0, shape=shape)
+    assert {name: result[name] for name in shape} == shape
+    model = GPT(GPTConfig(VOCAB_SIZE, 16, 3, 3, 48))
+    assert result["optimizer_mb"] * 2**20 == 2 * 4 * model.num_params()  # two moments, float32
+    assert result["tokens_per_s"] == pytest.approx(5 * 16 / (result["ms_per_iter"] / 1e3))
+
+
+def test_bad_shape_is_a_usage_error():
+    with pytest.raises(UsageError, match="divisible by n_head"):
+        bench("tiny", iters=1, warmup=0, shape={"n_embd": 64, "n_head": 3})
+
+
+def _cpu_kernels(**env):
+    code = "from tinygrad_gpt.bench import cpu_kernels; print(cpu_kernels())"
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_cpu_kernels_reports_numpys_and_blass_choice():
+    line = _cpu_kernels()
+    if "X86_V4" not in line or "openblas" not in line:
+        pytest.skip(f"the other instruction set is measured from an AVX-512 CPU with OpenBLAS; here: {line}")
+    avx2 = _cpu_kernels(NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR", OPENBLAS_CORETYPE="Haswell")
+    assert "tanh X86_V3" in avx2 and avx2.endswith("Haswell"), avx2

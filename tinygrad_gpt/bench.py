@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
 import engine
 from engine import backend
@@ -28,6 +29,7 @@ from tinygrad_gpt.train import data_parallel
 from tinygrad_gpt.zero import ShardedAdamW
 
 VOCAB_SIZE = 65  # Tiny Shakespeare's character count, so the shapes are the real run's
+SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "batch_size")  # what `shape` may replace
 
 
 def random_batch(config, seed=0):
@@ -100,8 +102,21 @@ def device_name():
     return cuda.runtime.getDeviceProperties(cuda.Device().id)["name"].decode()
 
 
-def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None, zero=0):
+def cpu_kernels():
+    """Which machine code NumPy and BLAS picked for this CPU when they loaded (from its instruction
+    sets, unless NPY_DISABLE_CPU_FEATURES or OPENBLAS_CORETYPE say otherwise), as one line: NumPy's
+    float32 tanh (GELU's; its AVX2 loop is 5x slower than its AVX-512 one) and BLAS's kernels."""
+    introspect = getattr(np.lib, "introspect", None)  # NumPy >= 2.1
+    tanh = introspect.opt_func_info(func_name="^tanh$", signature="float32") if introspect else {}
+    target = next(iter(tanh.get("tanh", {}).values()), {}).get("current", "unknown")
+    blas = next((b for b in threadpool_info() if b["user_api"] == "blas"), None)
+    blas = f"{blas['internal_api']} {blas['version']} {blas.get('architecture', '')}".rstrip() if blas else "unknown"
+    return f"NumPy float32 tanh {target}, BLAS {blas}"
+
+
+def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None, zero=0, shape=None):
     """Time `iters` training iterations of `preset` on the active backend; a dict of results.
+    shape: sizes that replace the preset's (any of SHAPE_FIELDS), for a model of another size.
     With a world of several processes (distributed.init() under mpiexec), the step is theirs (with
     zero=1 ZeRO-1's), and the Allreduce of its gradients is also timed alone. optimizer_mb: what
     AdamW's moments take in this process.
@@ -116,7 +131,11 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
     world = world or World()
     if world.distributed and (vs_torch or profile):
         raise UsageError("--vs-torch and --profile time one process: run them without mpiexec")
-    config = preset_config(preset)
+    try:
+        config = preset_config(preset, **(shape or {}))
+        GPTConfig(VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     shards = default_shards(config.batch_size // world.size, world.local_size)
     backend.keep_freed_host_memory()  # as training does
     step, model, optimizer = tinygpt_step(config, shards=shards, world=world, zero=zero)
@@ -126,8 +145,8 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
         "device": device_name(),
         "iters": iters,
         "warmup": warmup,
-        "batch_size": config.batch_size,
-        "block_size": config.block_size,
+        **{name: getattr(config, name) for name in SHAPE_FIELDS},
+        "cpu_kernels": cpu_kernels() if backend.name() == "numpy" else None,
         "threads": shards,
         "processes": world.size,
         "zero": zero,
@@ -249,8 +268,11 @@ def report(result, as_json=False):
     print(
         f"{result['preset']} preset on {result['backend']} ({result['device']}{processes}{threads}, "
         f"{result['kernels']} kernels), "
+        f"{result['n_layer']} layers x {result['n_embd']} wide ({result['n_head']} heads), "
         f"batch {result['batch_size']} x block {result['block_size']}, median of {result['iters']} iterations:"
     )
+    if result["cpu_kernels"]:
+        print(f"  {result['cpu_kernels']}")
     print(
         f"  {result['ms_per_iter']:.1f} ms/iter, {result['tokens_per_s']:,.0f} tokens/s, "
         f"peak {memory} {result['peak_mem_mb']:.0f} MB, AdamW's moments {result['optimizer_mb']:.2f} MB"

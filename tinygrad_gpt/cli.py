@@ -13,7 +13,7 @@ from dataclasses import fields
 
 from engine import BackendError, set_backend, set_kernels
 from tinygrad_gpt import distributed
-from tinygrad_gpt.bench import bench, report
+from tinygrad_gpt.bench import SHAPE_FIELDS, bench, report
 from tinygrad_gpt.errors import TinyGPTError, TrainingInterrupted
 from tinygrad_gpt.gradcheck import TOLERANCE, gradcheck
 from tinygrad_gpt.presets import PRESETS, TrainConfig
@@ -57,14 +57,57 @@ def run_sample(args):
 
 def run_bench(args):
     world = distributed.init()
+    shape = {name: getattr(args, name) for name in SHAPE_FIELDS if getattr(args, name) is not None}
     result = bench(
-        args.preset, args.iters, args.warmup, vs_torch=args.vs_torch, profile=args.profile, world=world, zero=args.zero
+        args.preset,
+        args.iters,
+        args.warmup,
+        vs_torch=args.vs_torch,
+        profile=args.profile,
+        world=world,
+        zero=args.zero,
+        shape=shape,
     )
     report(result, as_json=args.json)
 
 
 def run_gradcheck(args):
     gradcheck(args.preset, args.out_dir, args.batch_size, args.elements, args.seed, args.tolerance)
+
+
+# TrainConfig's fields that `train` takes as flags (--max-iters, ...), with their help
+CONFIG_FLAGS = {
+    "max_iters": "training iterations in all",
+    "eval_interval": "evaluate and checkpoint every this many iterations",
+    "eval_iters": "batches per split in each evaluation",
+    "log_interval": "read the loss to the host every this many iterations",
+    "batch_size": "sequences per micro-batch",
+    "gradient_accumulation_steps": "micro-batches per step (the step's gradient is their mean's)",
+    "block_size": "context length",
+    "n_layer": "transformer blocks",
+    "n_head": "attention heads per block",
+    "n_embd": "width of the residual stream",
+    "dropout": None,
+    "learning_rate": "peak learning rate",
+    "min_lr": "learning rate at the end of the cosine decay",
+    "warmup_iters": None,
+    "lr_decay_iters": "cosine decay length (default max_iters)",
+    "weight_decay": None,
+    "beta2": None,
+    "grad_clip": "clip the gradient norm to this (0: off)",
+    "seed": "seed of the init, batches and dropout",
+}
+
+
+def add_config_flags(parser, names, note=None):
+    """--name-with-dashes for each TrainConfig field in names, typed as the field is."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    for name in names:
+        kind = float if types[name] is float else int
+        description = f"{CONFIG_FLAGS[name]}, {note}" if note else CONFIG_FLAGS[name]
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=kind, metavar="N" if kind is int else "X", help=description
+        )
 
 
 def add_zero_flag(parser):
@@ -117,30 +160,7 @@ def build_parser():
     p_train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out-dir")
     p_train.add_argument("--init-from", metavar="DIR", help=INIT_FROM_HELP + " to fine-tune, with its tokenizer")
     add_zero_flag(p_train)
-    for name, kind, description in [
-        ("max_iters", int, "training iterations in all"),
-        ("eval_interval", int, "evaluate and checkpoint every this many iterations"),
-        ("eval_iters", int, "batches per split in each evaluation"),
-        ("log_interval", int, "read the loss to the host every this many iterations"),
-        ("batch_size", int, "sequences per micro-batch"),
-        ("gradient_accumulation_steps", int, "micro-batches per step (the step's gradient is their mean's)"),
-        ("block_size", int, "context length"),
-        ("n_layer", int, None),
-        ("n_head", int, None),
-        ("n_embd", int, None),
-        ("dropout", float, None),
-        ("learning_rate", float, "peak learning rate"),
-        ("min_lr", float, "learning rate at the end of the cosine decay"),
-        ("warmup_iters", int, None),
-        ("lr_decay_iters", int, "cosine decay length (default max_iters)"),
-        ("weight_decay", float, None),
-        ("beta2", float, None),
-        ("grad_clip", float, "clip the gradient norm to this (0: off)"),
-        ("seed", int, "seed of the init, batches and dropout"),
-    ]:
-        p_train.add_argument(
-            f"--{name.replace('_', '-')}", type=kind, metavar="N" if kind is int else "X", help=description
-        )
+    add_config_flags(p_train, CONFIG_FLAGS)
 
     p_sample = commands.add_parser("sample", parents=[common], help="generate text from a checkpoint")
     p_sample.set_defaults(run=run_sample)
@@ -165,6 +185,7 @@ def build_parser():
         help="also time the same model and recipe in PyTorch eager, in this run, and print the ratio",
     )
     p_bench.add_argument("--profile", action="store_true", help="print the share of a step spent in each op")
+    add_config_flags(p_bench, SHAPE_FIELDS, "instead of the preset's")
     add_zero_flag(p_bench)
 
     p_check = commands.add_parser(
