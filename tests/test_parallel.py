@@ -1,6 +1,10 @@
-"""Data parallelism over CPU threads: the shards' summed gradients are the whole batch's, the
-same for the same shard count every time, and errors in a shard reach the caller."""
+"""Data parallelism over CPU cores, in worker processes or threads: the shards' summed gradients
+are the whole batch's, the same bits for the same shard count every time and with either kind of
+worker, and errors in a shard reach the caller."""
 
+import gc
+import os
+import signal
 import threading
 
 import numpy as np
@@ -12,7 +16,10 @@ from engine.grad_mode import is_grad_enabled
 from engine.random import generator
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
-from tinygrad_gpt.parallel import DataParallel, _Worker, default_shards
+from tinygrad_gpt.parallel import DataParallel, _Worker, default_shards, default_workers
+from tinygrad_gpt.shard_processes import WorkerDied
+
+WORKERS = ["processes", "threads"]
 
 
 def tiny_model(dropout=0.0):
@@ -24,54 +31,114 @@ def batch(size=5):
     return rng.integers(0, 11, (size, 8)), rng.integers(0, 11, (size, 8))
 
 
-def loss_and_grads(model, shards, seed=7):
+def loss_and_grads(model, shards, seed=7, workers="threads", parallel=None):
     for p in model.parameters():
         p.grad = None
-    loss = DataParallel(model, shards).step(*batch(), seed)
+    loss = (parallel or DataParallel(model, shards, workers)).step(*batch(), seed)
     return loss.item(), [p.grad.copy() for p in model.parameters()]
 
 
+def assert_same_bits(first, second):
+    assert first[0] == second[0]
+    for a, b in zip(first[1], second[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("workers", WORKERS)
 @pytest.mark.parametrize("shards", [2, 3])
-def test_shards_sum_to_the_whole_batch(shards):
+def test_shards_sum_to_the_whole_batch(shards, workers):
     """5 sequences in uneven shards: each shard's loss is weighted by its share of the tokens."""
     model = tiny_model()
     loss, grads = loss_and_grads(model, 1)
     _, whole = model(*(engine.backend.asarray(a) for a in batch()))
     assert loss == pytest.approx(whole.item(), rel=1e-6)
-    sharded_loss, sharded = loss_and_grads(model, shards)
+    sharded_loss, sharded = loss_and_grads(model, shards, workers=workers)
     assert sharded_loss == pytest.approx(loss, rel=1e-5)
     for g, want in zip(sharded, grads, strict=True):
         np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-6)
 
 
-def test_the_same_shard_count_gives_the_same_bits_with_dropout():
+@pytest.mark.parametrize("workers", WORKERS)
+def test_the_same_shard_count_gives_the_same_bits_with_dropout(workers):
     model = tiny_model(dropout=0.2)
-    first = loss_and_grads(model, 2)
-    again = loss_and_grads(model, 2)
-    assert first[0] == again[0]
-    for a, b in zip(first[1], again[1]):
-        np.testing.assert_array_equal(a, b)
-    other_seed = loss_and_grads(model, 2, seed=8)
+    first = loss_and_grads(model, 2, workers=workers)
+    assert_same_bits(loss_and_grads(model, 2, workers=workers), first)
+    other_seed = loss_and_grads(model, 2, seed=8, workers=workers)
     assert other_seed[0] != first[0]  # the seed reaches the shards' dropout masks
 
 
-def test_gradients_add_to_what_is_already_there():
+@pytest.mark.parametrize("shards", [2, 3])
+def test_processes_and_threads_give_the_same_bits(shards):
+    model = tiny_model(dropout=0.2)
+    assert_same_bits(loss_and_grads(model, shards, workers="processes"), loss_and_grads(model, shards))
+
+
+def test_worker_processes_see_the_parameters_as_they_are_at_each_step():
+    """The optimizer changes the parameters in place, a checkpoint load may replace their arrays,
+    and eval() turns dropout off: each step's workers work on the model as it is then."""
+    model = tiny_model(dropout=0.2)
+    processes = DataParallel(model, 2, "processes")
+    loss_and_grads(model, 2, parallel=processes)
+    params = model.parameters()
+    params[0].data -= 0.5
+    params[1].data = params[1].data * 2.0
+    assert_same_bits(loss_and_grads(model, 2, parallel=processes), loss_and_grads(model, 2))
+    model.eval()
+    without_dropout = loss_and_grads(model, 2, parallel=processes)
+    assert_same_bits(without_dropout, loss_and_grads(model, 2))
+    model.train()
+    assert loss_and_grads(model, 2, parallel=processes)[0] != without_dropout[0]
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_gradients_add_to_what_is_already_there(workers):
     model = tiny_model()
-    _, once = loss_and_grads(model, 2)
-    DataParallel(model, 2).step(*batch(), 7)  # no zero_grad in between: accumulates, like backward
+    _, once = loss_and_grads(model, 2, workers=workers)
+    DataParallel(model, 2, workers).step(*batch(), 7)  # no zero_grad in between: accumulates, like backward
     for p, g in zip(model.parameters(), once):
         np.testing.assert_allclose(p.grad, 2 * g, rtol=1e-5, atol=1e-7)
 
 
-def test_an_error_in_a_worker_reaches_the_caller_and_the_next_step_still_works():
+@pytest.mark.parametrize("workers", WORKERS)
+def test_an_error_in_a_worker_reaches_the_caller_and_the_next_step_still_works(workers):
     model = tiny_model()
-    parallel = DataParallel(model, 2)
+    parallel = DataParallel(model, 2, workers)
     x, y = batch()
     bad_x = x.copy()
     bad_x[0, 0] = 99  # only the first shard (the worker's) holds a token past the vocabulary
     with pytest.raises(IndexError):
         parallel.step(bad_x, y, 7)
     assert np.isfinite(parallel.step(x, y, 7).item())
+
+
+def test_a_killed_worker_process_is_one_clear_error():
+    model = tiny_model()
+    parallel = DataParallel(model, 2, "processes")
+    parallel.step(*batch(), 7)
+    (process,) = parallel._processes.processes
+    os.kill(process.pid, signal.SIGKILL)
+    for _ in range(2):  # and stays so: no step waits for an answer that cannot come
+        with pytest.raises(WorkerDied, match=r"worker process ended \(exit code -9\); TINYGPT_CPU_WORKERS=threads"):
+            parallel.step(*batch(), 7)
+
+
+def test_worker_processes_end_with_their_data_parallel():
+    parallel = DataParallel(tiny_model(), 3, "processes")
+    processes = parallel._processes.processes
+    assert all(p.is_alive() for p in processes)
+    del parallel
+    gc.collect()
+    for p in processes:
+        p.join(timeout=10)
+        assert p.exitcode == 0  # it read the end of its pipe and returned
+
+
+def test_worker_kind_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TINYGPT_CPU_WORKERS", "threads")
+    assert default_workers() == "threads" and DataParallel(tiny_model(), 2).workers == "threads"
+    monkeypatch.setenv("TINYGPT_CPU_WORKERS", "forks")
+    with pytest.raises(UsageError, match="TINYGPT_CPU_WORKERS must be one of processes, threads"):
+        default_workers()
 
 
 def test_a_worker_runs_in_the_callers_grad_mode():

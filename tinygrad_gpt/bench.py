@@ -5,6 +5,7 @@ random tokens; `time_steps` times any such callable the same way, so another imp
 (say PyTorch, for comparison) only needs its own step function.
 """
 
+import gc
 import json
 import resource
 import statistics
@@ -23,9 +24,9 @@ from tinygrad_gpt.distributed import World
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
-from tinygrad_gpt.parallel import DataParallel, default_shards
+from tinygrad_gpt.parallel import DataParallel, default_shards, describe_shards
 from tinygrad_gpt.presets import preset_config
-from tinygrad_gpt.train import data_parallel
+from tinygrad_gpt.train import data_parallel, shard_workers
 from tinygrad_gpt.zero import ShardedAdamW
 
 VOCAB_SIZE = 65  # Tiny Shakespeare's character count, so the shapes are the real run's
@@ -81,9 +82,10 @@ def time_steps(step, iters, warmup, synchronize=backend.synchronize):
     return times
 
 
-def peak_host_rss_mb():
-    """This process's peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_host_rss_mb(who=resource.RUSAGE_SELF):
+    """This process's peak resident set size, or with RUSAGE_CHILDREN its largest ended child's
+    (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(who).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
@@ -147,7 +149,8 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
         "warmup": warmup,
         **{name: getattr(config, name) for name in SHAPE_FIELDS},
         "cpu_kernels": cpu_kernels() if backend.name() == "numpy" else None,
-        "threads": shards,
+        "shards": shards,  # per process
+        "shard_workers": None if shards == 1 else shard_workers(world),
         "processes": world.size,
         "zero": zero,
         "optimizer_mb": sum(a.nbytes for m in (optimizer.exp_avg, optimizer.exp_avg_sq) for a in m.values()) / 2**20,
@@ -177,6 +180,10 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
         if backend.name() != "cupy":
             result["torch"]["peak_mem_mb"] = None  # one process: its RSS is shared, see peak_host_rss_mb
             result["peak_host_rss_mb_before_torch"] = peak_before_torch
+    if result["shard_workers"] == "processes":
+        del step  # and with it the worker processes, so that their peak memory can be read
+        gc.collect()
+        result["worker_peak_rss_mb"] = peak_host_rss_mb(resource.RUSAGE_CHILDREN)
     seconds = statistics.median(times)
     device_mb = peak_device_mb()
     host_mb = peak_host_rss_mb()
@@ -264,7 +271,7 @@ def report(result, as_json=False):
     memory = "GPU memory pool" if result["backend"] == "cupy" else "host RSS"
     processes = f", {result['processes']} processes" if result["processes"] > 1 else ""
     processes += ", ZeRO-1" if result["zero"] else ""
-    threads = f", {result['threads']} threads" + (" each" if processes else "") if result["threads"] > 1 else ""
+    threads = describe_shards(result["shards"], result["shard_workers"], each=bool(processes))
     print(
         f"{result['preset']} preset on {result['backend']} ({result['device']}{processes}{threads}, "
         f"{result['kernels']} kernels), "
@@ -277,6 +284,8 @@ def report(result, as_json=False):
         f"  {result['ms_per_iter']:.1f} ms/iter, {result['tokens_per_s']:,.0f} tokens/s, "
         f"peak {memory} {result['peak_mem_mb']:.0f} MB, AdamW's moments {result['optimizer_mb']:.2f} MB"
     )
+    if "worker_peak_rss_mb" in result:
+        print(f"  peak host RSS of a worker process {result['worker_peak_rss_mb']:.0f} MB")
     if "allreduce_ms" in result:
         print(f"  the step's Allreduce alone (every gradient and the loss): {result['allreduce_ms']:.2f} ms")
     if "torch" in result:

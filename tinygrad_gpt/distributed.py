@@ -168,7 +168,8 @@ class DistributedDataParallel:
     gradients' and the loss's."""
 
     def __init__(self, model, world, threads, length=None):
-        self.world, self.local = world, DataParallel(model, threads)
+        # threads: a process forked after MPI_Init is beyond MPI's guarantees
+        self.world, self.local = world, DataParallel(model, threads, workers="threads")
         self.params = model.parameters()
         data, count = self.params[0].data, sum(p.size for p in self.params)
         self.flat = xp_of(data).zeros(length or count + 1, data.dtype)  # the gradients, then the loss

@@ -15,17 +15,20 @@ import functools
 import itertools
 import os
 import queue
+import sys
 import threading
 
 import engine
 from engine import Tensor, backend
 from engine.trace import is_tracing
 from tinygrad_gpt.errors import UsageError
+from tinygrad_gpt.shard_processes import ShardProcesses
 
 # Python's part of a shard's step (a few ms of the cpu preset's 30 here) holds the GIL, so it
 # is not shared out: past a few shards it would dominate the step, and each shard's BLAS has one
 # core only. Measured: two shards on two cores (docs/benchmarks.md); the cap of 4 is a reckoning.
 MAX_DEFAULT_SHARDS = 4
+WORKERS = ("processes", "threads")
 
 
 def default_shards(batch_size, processes=1):
@@ -68,17 +71,43 @@ def _blas_limiter():
     return controller if controller.select(user_api="blas") else None
 
 
+def default_workers():
+    """TINYGPT_CPU_WORKERS (processes or threads), else processes where they can be forked (Linux)."""
+    wanted = os.environ.get("TINYGPT_CPU_WORKERS")
+    if wanted is not None and wanted not in WORKERS:
+        raise UsageError(f"TINYGPT_CPU_WORKERS must be one of {', '.join(WORKERS)}, got {wanted!r}")
+    return wanted or ("processes" if sys.platform.startswith("linux") else "threads")
+
+
+def describe_shards(shards, workers, each=False):
+    """How a process's step is shared out, for a run's first line: '' for one shard, else
+    ", 2 threads" or ", 2 shards, 1 in a worker process" (each: per MPI rank)."""
+    if shards == 1:
+        return ""
+    helpers = "1 in a worker process" if shards == 2 else f"{shards - 1} in worker processes"
+    kind = f"{shards} threads" if workers == "threads" else f"{shards} shards, {helpers}"
+    return f", {kind}" + (" each" if each else "")
+
+
 class DataParallel:
     """step(x, y, seed, scale): scale times model(x, y)'s loss as a 0-d Tensor, with every
     parameter's gradient of it added into its `.grad`, the batch split along its first axis over
-    `shards` threads. Each shard seeds its own dropout generator from (seed, shard index)."""
+    `shards` workers: "processes" (tinygrad_gpt/shard_processes.py) or "threads", default from
+    default_workers(); the calling thread takes the last shard. Each shard seeds its own dropout
+    generator from (seed, shard index); the gradients are added in shard order, so both kinds of
+    worker give the same bits."""
 
-    def __init__(self, model, shards):
+    def __init__(self, model, shards, workers=None):
         self.model, self.shards = model, shards
         self.params = model.parameters()
         self.blas = _blas_limiter() if shards > 1 else None
-        # idle workers wait on a queue (daemon threads: they end with the process)
-        self.workers = [_Worker() for _ in range(shards - 1)]  # the calling thread takes the last shard
+        self.workers = workers or default_workers()
+        if self.workers not in WORKERS:
+            raise ValueError(f"workers must be one of {WORKERS}, got {self.workers!r}")
+        if shards > 1 and self.workers == "processes":
+            self._processes = ShardProcesses(model, shards - 1, self._shard)
+        else:  # idle threads wait on a queue (daemon threads: they end with the process)
+            self._threads = [_Worker() for _ in range(shards - 1)]
 
     def step(self, x, y, seed, scale=1.0):
         n = len(x)
@@ -89,27 +118,34 @@ class DataParallel:
         ]
         if self.shards == 1:
             results = [self._shard(*tasks[0])]
+        elif self.workers == "processes":
+            with self.blas.limit(limits=1, user_api="blas"):
+                results = self._processes.run(tasks)
         else:
             with self.blas.limit(limits=1, user_api="blas"):
-                for worker, task in zip(self.workers, tasks):
+                for worker, task in zip(self._threads, tasks):
                     worker.submit(self._shard, *task)
                 try:
                     last = self._shard(*tasks[-1])
                 finally:  # every worker is waited for, so none is still busy when this returns
-                    outcomes = [worker.wait() for worker in self.workers]
+                    outcomes = [worker.wait() for worker in self._threads]
             results = [_unwrap(outcome) for outcome in outcomes] + [last]
+        # engine.grad's arrays are this process's own, to keep or add into in place; a worker
+        # process's are views of its shared buffer, which its next step overwrites
+        owned = [self.workers == "threads" or s == len(results) - 1 for s in range(len(results))]
         for p, *grads in zip(self.params, *(g for _, g in results)):
-            for g in grads:
+            for g, own in zip(grads, owned):
                 if g is not None:
-                    p.accumulate_grad(g.data)  # an array of engine.grad's own: kept, or added in place
+                    p.accumulate_grad(g, own)
         return Tensor._from_array(sum(loss for loss, _ in results))
 
     def _shard(self, x, y, weight, seed):
-        """(weight * loss, gradients of the parameters) of one shard."""
+        """(weight * loss, gradient arrays of the parameters, None where none reaches) of one shard."""
         engine.manual_seed(seed)
         _, loss = self.model(backend.asarray(x), backend.asarray(y))
         start = None if weight == 1 else weight  # None: ones made on the loss's device, as backward() does
-        return loss.data * weight, engine.grad(loss, self.params, grad_output=start)
+        grads = engine.grad(loss, self.params, grad_output=start)
+        return loss.data * weight, [None if g is None else g.data for g in grads]
 
 
 def _unwrap(outcome):

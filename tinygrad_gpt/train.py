@@ -40,7 +40,7 @@ from tinygrad_gpt.fileio import atomic_write
 from tinygrad_gpt.huggingface import pretrained_tokenizer, read_config, resolve
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_, get_lr, grad_norm
-from tinygrad_gpt.parallel import DataParallel, default_shards
+from tinygrad_gpt.parallel import DataParallel, default_shards, default_workers, describe_shards
 from tinygrad_gpt.presets import MODEL_FIELDS, preset_config
 from tinygrad_gpt.sample import default_prompt
 from tinygrad_gpt.zero import ShardedAdamW, ZeroDataParallel
@@ -134,7 +134,7 @@ def train(config, out_dir="out", data=None, resume=False, world=None, zero=0):
 
     shards = default_shards(config.batch_size // world.size, world.local_size)
     processes = f", {world.size} processes" if world.distributed else ""
-    threads = f", {shards} threads" + (" each" if processes else "") if shards > 1 else ""
+    threads = describe_shards(shards, shard_workers(world), each=world.distributed)
     doing = f"resuming at step {step}" if checkpoint else f"fine-tuning {pretrained}" if pretrained else "training"
     ours_only = "" if model.config.bias else " (bias=False: ours only, transformers cannot load them)"
     print(
@@ -261,10 +261,17 @@ def _shaped_like(config, pretrained):
     return replace(config, n_layer=pretrained.n_layer, n_head=pretrained.n_head, n_embd=pretrained.n_embd)
 
 
+def shard_workers(world):
+    """What runs a process's shards: threads under MPI (DistributedDataParallel's), else
+    DataParallel's default."""
+    return "threads" if world.distributed else default_workers()
+
+
 def data_parallel(model, optimizer, world, threads):
     """How a training step is shared out: (what runs forward and backward, `step(x, y, seed, scale)`,
-    over `threads` threads and the ranks of `world`, or None for the plain one-thread step; the
-    tensors whose gradients clipping scales; what sums their norm over ranks where they are shards)."""
+    over `threads` shards (worker processes or threads: shard_workers) and the ranks of `world`, or
+    None for the plain one-thread step; the tensors whose gradients clipping scales; what sums
+    their norm over ranks where they are shards)."""
     if isinstance(optimizer, ShardedAdamW):  # ZeRO-1: this rank holds its optimizer's shard of the gradients
         return ZeroDataParallel(model, world, threads, optimizer), optimizer.pieces, world.allreduce_sum
     if world.distributed:
