@@ -1,13 +1,15 @@
 """Data parallelism over CPU cores: the batch cut into shards, each taken through forward and
-backward by its own thread, the shards' parameter gradients summed.
+backward by its own worker (a forked process, or a thread), the shards' parameter gradients summed.
 
 NumPy runs every elementwise op and reduction on one core; PyTorch runs its fused kernels on all
-of them. Threads recover that: NumPy and BLAS release the GIL while they compute, so each core
-can work on its own shard, with BLAS held to one thread per shard so the cores are not asked for
-twice. The batch loss is the token-weighted mean of the shards' losses, L = sum_s (n_s / N) L_s,
-so each shard's backward starts from n_s / N and the gradients simply add up. The shard count is
-part of the arithmetic (sums are rounded in a different order), so TINYGPT_CPU_THREADS pins it;
-1 is the plain single-thread step. Only the numpy backend shards: a GPU runs one stream.
+of them. Shards recover that: each core works on its own shard, with BLAS held to one thread per
+shard so the cores are not asked for twice. Threads can do it because NumPy and BLAS release the
+GIL while they compute, but the Python between the kernels still takes turns; worker processes
+(shard_processes.py, the default on Linux) have an interpreter each. The batch loss is the
+token-weighted mean of the shards' losses, L = sum_s (n_s / N) L_s, so each shard's backward
+starts from n_s / N and the gradients simply add up. The shard count is part of the arithmetic
+(sums are rounded in a different order), so TINYGPT_CPU_THREADS pins it; 1 is the plain
+single-thread step. Only the numpy backend shards: a GPU runs one stream.
 """
 
 import contextvars
@@ -24,9 +26,11 @@ from engine.trace import is_tracing
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.shard_processes import ShardProcesses
 
-# Python's part of a shard's step (a few ms of the cpu preset's 30 here) holds the GIL, so it
-# is not shared out: past a few shards it would dominate the step, and each shard's BLAS has one
-# core only. Measured: two shards on two cores (docs/benchmarks.md); the cap of 4 is a reckoning.
+# In threads, Python's part of a shard's step holds the GIL, so past a few shards it would
+# dominate the step; in worker processes it does not, but what follows the shards (their gradients
+# summed, clipping, AdamW) runs in one process and grows as a share of the step; and each shard's
+# BLAS has one core only. Measured: two shards on two cores (docs/benchmarks.md); the cap of 4 is
+# a reckoning.
 MAX_DEFAULT_SHARDS = 4
 WORKERS = ("processes", "threads")
 
