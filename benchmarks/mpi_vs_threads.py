@@ -1,5 +1,6 @@
-"""The cpu preset's step on two cores: 1 process x 2 threads against 2 ranks x 1 thread (plain, and
-ZeRO-1), in interleaved rounds so that the machine's drift hits all three alike. Each run is a
+"""The cpu preset's step on two cores: 1 process with 2 shards, in threads and in a worker process
+(the default), against 2 ranks x 1 thread (plain, and ZeRO-1), in interleaved rounds so that the
+machine's drift hits all four alike. Each run is a
 `tinygpt bench` command; beside its result goes the CPU time that processes other than these
 took meanwhile (another user's work on a shared machine shows there). One JSON line per run.
 
@@ -14,10 +15,14 @@ import sys
 from pathlib import Path
 
 BENCH = [sys.executable, "-m", "tinygrad_gpt", "bench", "--preset", "cpu", "--json"]
-RUNS = {  # name: (command, TINYGPT_CPU_THREADS)
-    "1 process x 2 threads": (BENCH, "2"),
-    "2 ranks x 1 thread": (["mpiexec", "-n", "2", *BENCH], "1"),
-    "2 ranks x 1 thread, ZeRO-1": (["mpiexec", "-n", "2", *BENCH, "--zero", "1"], "1"),
+RUNS = {  # name: (command, environment)
+    "1 process x 2 threads": (BENCH, {"TINYGPT_CPU_THREADS": "2", "TINYGPT_CPU_WORKERS": "threads"}),
+    "1 process, 2 shards, 1 in a worker process": (
+        BENCH,
+        {"TINYGPT_CPU_THREADS": "2", "TINYGPT_CPU_WORKERS": "processes"},
+    ),
+    "2 ranks x 1 thread": (["mpiexec", "-n", "2", *BENCH], {"TINYGPT_CPU_THREADS": "1"}),
+    "2 ranks x 1 thread, ZeRO-1": (["mpiexec", "-n", "2", *BENCH, "--zero", "1"], {"TINYGPT_CPU_THREADS": "1"}),
 }
 
 
@@ -47,9 +52,9 @@ def main():
     parser.add_argument("--iters", type=int, default=50)
     args = parser.parse_args()
     for round_ in range(args.rounds):
-        for name, (command, threads) in RUNS.items():
+        for name, (command, variables) in RUNS.items():
             before = cpu_seconds()
-            env = {**os.environ, "TINYGPT_CPU_THREADS": threads}
+            env = {**os.environ, **variables}
             run = subprocess.run([*command, "--iters", str(args.iters)], capture_output=True, text=True, env=env)
             after = cpu_seconds()
             others = sum(after[p][1] - before[p][1] for p in after.keys() & before.keys() if not ours(p, after))
