@@ -2,7 +2,11 @@
 usable afterwards, and a resumed run ends exactly where an uninterrupted one does."""
 
 import json
+import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,6 +72,34 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, corpus, straight):
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming at step {step}" in resumed.stdout
     assert losses(out) == losses(straight) and state(out) == state(straight)
+
+
+def children(pid):
+    """The process ids whose parent is `pid` (Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes are forked on Linux only")
+def test_a_killed_worker_process_ends_the_run_in_one_line_and_the_checkpoint_loads(tmp_path, corpus):
+    out = tmp_path / "out"
+    env = {"TINYGPT_CPU_THREADS": "2", "TINYGPT_CPU_WORKERS": "processes"}
+    process = wait_for_checkpoint(start_tinygpt("train", *FLAGS, "--data", corpus, "--out-dir", out, env=env), out)
+    (worker,) = children(process.pid)
+    os.kill(worker, signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip("the run finished before the worker was killed")
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    assert_one_line_error(result, 1, "a data-parallel worker process ended (exit code -9)")
+    sample = tinygpt("sample", "--out-dir", out, "--max-new-tokens", 5)
+    assert sample.returncode == 0, sample.stderr
 
 
 def test_divergence_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, corpus):

@@ -74,14 +74,14 @@ def tinygpt(*args, timeout=120, env=None, **kwargs):
     )
 
 
-def start_tinygpt(*args):
-    """Start `python -m tinygrad_gpt ARGS` without waiting (for signal tests)."""
+def start_tinygpt(*args, env=None):
+    """Start `python -m tinygrad_gpt ARGS` without waiting (for signal tests); env as for tinygpt."""
     return subprocess.Popen(
         [sys.executable, "-m", "tinygrad_gpt", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=clean_env(),
+        env={**clean_env(), **(env or {})},
         cwd=REPO,
     )
 
