@@ -28,6 +28,9 @@ from engine.grad_mode import is_grad_enabled, no_grad
 from tinygrad_gpt.errors import TinyGPTError
 
 ALIGN = 64  # bytes: each array starts on a cache line
+# This process's ends of every live worker's pipe. A worker forked later inherits them all and
+# closes them, since a copy kept open would hide from an earlier worker that its parent closed it.
+_parent_ends = set()
 
 
 class WorkerDied(TinyGPTError):
@@ -61,11 +64,12 @@ class ShardProcesses:
         context = multiprocessing.get_context("fork")
         pipes = [context.Pipe() for _ in range(count)]
         self.conns = [parent for parent, _ in pipes]
+        _parent_ends.update(self.conns)
         self.processes = []
         for (_, child), grads in zip(pipes, self.shared_grads):
             process = context.Process(
                 target=_serve,
-                args=(child, shard, model, self.shared_params, grads, self.conns),
+                args=(child, shard, model, self.shared_params, grads),
                 daemon=True,
             )
             process.start()
@@ -111,12 +115,12 @@ class ShardProcesses:
         return outcome
 
 
-def _serve(conn, shard, model, shared_params, shared_grads, parent_conns):
+def _serve(conn, shard, model, shared_params, shared_grads):
     """A worker's life: take a task, run the shard on the shared parameters, hand back the loss and
     which gradients it wrote; until the parent's end of the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ThreadpoolController().limit(limits=1, user_api="blas")  # for good: one core per shard
-    for parent_end in parent_conns:  # inherited; kept open they would hide the parent's exit
+    for parent_end in _parent_ends:  # inherited; kept open they would hide the parent's exit
         parent_end.close()
     for p, shared in zip(model.parameters(), shared_params.arrays):
         p.data = shared
@@ -144,6 +148,7 @@ def _serve(conn, shard, model, shared_params, shared_grads, parent_conns):
 def _stop(conns, processes):
     for conn in conns:
         conn.close()  # the worker reads the end of its pipe and returns
+        _parent_ends.discard(conn)
     for process in processes:
         process.join(timeout=5)
         if process.is_alive():
