@@ -318,3 +318,50 @@ def test_rows_cut_the_batch_in_near_equal_parts():
         assert [i for rows, _ in parts for i in range(n)[rows]] == list(range(n))
         assert sum(share for _, share in parts) == pytest.approx(1.0)
         assert max(len(range(n)[rows]) for rows, _ in parts) - min(len(range(n)[rows]) for rows, _ in parts) <= 1
+
+
+COLLECTIVES_CHECK = """
+import sys
+from mpi4py import MPI
+import engine
+from tinygrad_gpt.collectives import MPICollectives, NCCLCollectives
+
+engine.set_backend(sys.argv[1])
+xp, comm = engine.backend.get_xp(), MPI.COMM_WORLD
+n, rank = comm.Get_size(), comm.Get_rank()
+ours = NCCLCollectives(comm, rank, n) if sys.argv[1] == "cupy" else MPICollectives(comm)
+ranks_sum = n * (n - 1) / 2
+
+total = xp.arange(6, dtype=xp.float32) + rank
+ours.allreduce_sum(total)
+first = xp.full(4, float(rank), dtype=xp.float32)
+ours.broadcast(first)
+whole, part = xp.arange(3 * n, dtype=xp.float32) + rank, xp.zeros(3, dtype=xp.float32)
+ours.reduce_scatter_sum(whole, part)
+gathered = xp.full(2 * n, -1.0, dtype=xp.float32)
+gathered[2 * rank : 2 * rank + 2] = rank
+ours.all_gather(gathered)
+engine.backend.synchronize()
+assert (total == n * xp.arange(6) + ranks_sum).all(), total
+assert (first == 0).all(), first
+assert (part == n * xp.arange(3 * rank, 3 * rank + 3) + ranks_sum).all(), part
+assert (gathered == xp.arange(2 * n) // 2).all(), gathered
+print("collectives agree on rank", rank)
+"""
+
+
+@needs_mpi
+def test_the_four_collectives_on_each_backend(backend):
+    """MPI's on host arrays over 2 ranks; NCCL's on GPU arrays over the ranks this machine has
+    GPUs for (1 on a lent GPU: a one-rank communicator)."""
+    ranks = 2 if backend == "numpy" else min(2, _gpu_count())
+    command = [MPIEXEC, "-n", str(ranks), sys.executable, "-c", COLLECTIVES_CHECK, backend]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**clean_env(), **pinned()})
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == [f"collectives agree on rank {r}" for r in range(ranks)]
+
+
+def _gpu_count():
+    import cupy
+
+    return cupy.cuda.runtime.getDeviceCount()
