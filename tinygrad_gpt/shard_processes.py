@@ -3,9 +3,10 @@
 A thread's Python (building the graph, walking it back, calling each kernel) holds the GIL, so
 two threads take turns at it: with the cpu preset's Python alone (its model on 2 x 2 tokens), one
 shard took 15 ms a step and two threads 25 ms. In forked processes, which have an interpreter
-each, the whole cpu preset's step took 0.86x the time of threads (docs/benchmarks.md). What a process costs instead is two copies per step through shared memory:
-the parameters in (the parent writes them once, every worker's model reads them in place) and
-each worker's gradients out (3 MB each for the cpu preset, about 0.3 ms).
+each, the whole cpu preset's step took 0.86x the time of threads (docs/benchmarks.md). What a
+process costs instead is two copies per step through shared memory: the parameters in (the
+parent writes them once, every worker's model reads them in place) and each worker's gradients
+out (3 MB each for the cpu preset, about 0.3 ms).
 
 Each worker is forked from the parent with the model, so it needs nothing pickled but a shard's
 tokens and its result's loss. Its parameters are views of the shared buffer; its forward and
