@@ -117,6 +117,7 @@ def test_a_killed_worker_process_is_one_clear_error():
     parallel.step(*batch(), 7)
     (process,) = parallel._processes.processes
     os.kill(process.pid, signal.SIGKILL)
+    process.join(timeout=10)  # gone before the next step sends to it: sending fails, not only reading
     for _ in range(2):  # and stays so: no step waits for an answer that cannot come
         with pytest.raises(WorkerDied, match=r"worker process ended \(exit code -9\); TINYGPT_CPU_WORKERS=threads"):
             parallel.step(*batch(), 7)

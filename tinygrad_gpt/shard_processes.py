@@ -83,9 +83,12 @@ class ShardProcesses:
         for mine, shared in zip(self.params, self.shared_params.arrays):
             shared[...] = mine.data
         state = (is_grad_enabled(), np.geterr(), chosen().name, self.model.training)
-        for i, (conn, task) in enumerate(zip(self.conns, tasks)):
+        for i, task in enumerate(tasks[:-1]):
             self._drain(i)
-            conn.send((task, state))
+            try:
+                self.conns[i].send((task, state))
+            except OSError:  # BrokenPipeError: the worker is gone (and the CLI would take it for stdout's)
+                self._died(i)
             self._unanswered[i] += 1
         try:
             last = self.shard(*tasks[-1])
@@ -107,13 +110,16 @@ class ShardProcesses:
         try:
             outcome = self.conns[i].recv()
         except (EOFError, OSError):
-            self.processes[i].join(timeout=1)
-            raise WorkerDied(
-                f"a data-parallel worker process ended (exit code {self.processes[i].exitcode}); "
-                "TINYGPT_CPU_WORKERS=threads runs the shards as threads instead"
-            ) from None
+            self._died(i)
         self._unanswered[i] -= 1
         return outcome
+
+    def _died(self, i):
+        self.processes[i].join(timeout=1)
+        raise WorkerDied(
+            f"a data-parallel worker process ended (exit code {self.processes[i].exitcode}); "
+            "TINYGPT_CPU_WORKERS=threads runs the shards as threads instead"
+        ) from None
 
 
 def _serve(conn, shard, model, shared_params, shared_grads):
