@@ -167,9 +167,10 @@ class DistributedDataParallel:
     one flat buffer that was all-reduced, until zero_grad. `length`: that buffer's, if not the
     gradients' and the loss's."""
 
+    WORKERS = "threads"  # what runs a rank's shards: a process forked after MPI_Init is beyond MPI's guarantees
+
     def __init__(self, model, world, threads, length=None):
-        # threads: a process forked after MPI_Init is beyond MPI's guarantees
-        self.world, self.local = world, DataParallel(model, threads, workers="threads")
+        self.world, self.local = world, DataParallel(model, threads, workers=self.WORKERS)
         self.params = model.parameters()
         data, count = self.params[0].data, sum(p.size for p in self.params)
         self.flat = xp_of(data).zeros(length or count + 1, data.dtype)  # the gradients, then the loss

@@ -122,18 +122,9 @@ class DataParallel:
         ]
         if self.shards == 1:
             results = [self._shard(*tasks[0])]
-        elif self.workers == "processes":
-            with self.blas.limit(limits=1, user_api="blas"):
-                results = self._processes.run(tasks)
         else:
             with self.blas.limit(limits=1, user_api="blas"):
-                for worker, task in zip(self._threads, tasks):
-                    worker.submit(self._shard, *task)
-                try:
-                    last = self._shard(*tasks[-1])
-                finally:  # every worker is waited for, so none is still busy when this returns
-                    outcomes = [worker.wait() for worker in self._threads]
-            results = [_unwrap(outcome) for outcome in outcomes] + [last]
+                results = self._processes.run(tasks) if self.workers == "processes" else self._run_threads(tasks)
         # engine.grad's arrays are this process's own, to keep or add into in place; a worker
         # process's are views of its shared buffer, which its next step overwrites
         owned = [self.workers == "threads" or s == len(results) - 1 for s in range(len(results))]
@@ -142,6 +133,16 @@ class DataParallel:
                 if g is not None:
                     p.accumulate_grad(g, own)
         return Tensor._from_array(sum(loss for loss, _ in results))
+
+    def _run_threads(self, tasks):
+        """[self._shard(*task) for task in tasks], the last here, the others on the worker threads."""
+        for worker, task in zip(self._threads, tasks):
+            worker.submit(self._shard, *task)
+        try:
+            last = self._shard(*tasks[-1])
+        finally:  # every worker is waited for, so none is still busy when this returns
+            outcomes = [worker.wait() for worker in self._threads]
+        return [_unwrap(outcome) for outcome in outcomes] + [last]
 
     def _shard(self, x, y, weight, seed):
         """(weight * loss, gradient arrays of the parameters, None where none reaches) of one shard."""

@@ -262,9 +262,8 @@ def _shaped_like(config, pretrained):
 
 
 def shard_workers(world):
-    """What runs a process's shards: threads under MPI (DistributedDataParallel's), else
-    DataParallel's default."""
-    return "threads" if world.distributed else default_workers()
+    """What runs a process's shards: under MPI DistributedDataParallel's, else DataParallel's default."""
+    return DistributedDataParallel.WORKERS if world.distributed else default_workers()
 
 
 def data_parallel(model, optimizer, world, threads):
