@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from tiny_runs import REPO, TINY_FLAGS, assert_one_line_error, clean_env, tinygpt, wait_for_checkpoint
+from tiny_runs import REPO, TINY_FLAGS, assert_one_line_error, clean_env, parent_pid, tinygpt, wait_for_checkpoint
 from tinygrad_gpt.distributed import LAUNCHER_VARIABLES, DistributedDataParallel, World
 from tinygrad_gpt.model import GPT, GPTConfig
 
@@ -227,7 +227,7 @@ def rank_pid(launcher, rank):
             if entry.name.isdigit() and wanted & set((entry / "environ").read_bytes().split(b"\0")):
                 pid = int(entry.name)
                 while pid > 1:  # up the parents to the launcher
-                    pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    pid = parent_pid(pid)
                     if pid == launcher.pid:
                         return int(entry.name)
         except (OSError, ValueError):  # gone meanwhile, or not ours to read

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_runs import TINY_FLAGS, assert_one_line_error, start_tinygpt, tinygpt, wait_for_checkpoint
+from tiny_runs import TINY_FLAGS, assert_one_line_error, parent_pid, start_tinygpt, tinygpt, wait_for_checkpoint
 
 FLAGS = [*TINY_FLAGS, "--eval-interval", 5, "--max-iters", 300]
 STATE_FILES = ("model.safetensors", "optimizer.safetensors", "config.json")
@@ -77,11 +77,11 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, corpus, straight):
 def children(pid):
     """The process ids whose parent is `pid` (Linux's /proc)."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for entry in Path("/proc").iterdir():
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):  # gone meanwhile
+            if entry.name.isdigit() and parent_pid(entry.name) == pid:
+                found.append(int(entry.name))
+        except (OSError, ValueError):  # gone meanwhile
             continue
     return found
 

@@ -98,6 +98,11 @@ def wait_for_checkpoint(process, out, timeout=120):
     return process
 
 
+def parent_pid(pid):
+    """The parent of process `pid`, read from Linux's /proc (OSError once the process is gone)."""
+    return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def clean_env():
     """This environment without the variables that would change what tinygpt reads."""
     env = {k: v for k, v in os.environ.items() if k not in ("TINYGPT_DATA", "TINYGPT_BACKEND")}
