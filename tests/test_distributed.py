@@ -346,7 +346,9 @@ assert (total == n * xp.arange(6) + ranks_sum).all(), total
 assert (first == 0).all(), first
 assert (part == n * xp.arange(3 * rank, 3 * rank + 3) + ranks_sum).all(), part
 assert (gathered == xp.arange(2 * n) // 2).all(), gathered
-print("collectives agree on rank", rank)
+agreed = comm.allreduce(1)  # the ranks that got here; one line from rank 0 (ranks' output may interleave)
+if rank == 0:
+    print(f"collectives agree on {agreed} ranks")
 """
 
 
@@ -358,7 +360,7 @@ def test_the_four_collectives_on_each_backend(backend):
     command = [MPIEXEC, "-n", str(ranks), sys.executable, "-c", COLLECTIVES_CHECK, backend]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**clean_env(), **pinned()})
     assert result.returncode == 0, result.stderr
-    assert sorted(result.stdout.splitlines()) == [f"collectives agree on rank {r}" for r in range(ranks)]
+    assert result.stdout.strip() == f"collectives agree on {ranks} ranks"
 
 
 def _gpu_count():
