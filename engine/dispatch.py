@@ -1,9 +1,11 @@
-"""Which rung of the kernel ladder (kernels/rungs.py) the ops run: plain, fast or cuda.
+"""Which rung of the kernel ladder (kernels/rungs.py) the ops run: auto, plain, fast, cpu or cuda.
 
 `set_kernels(name)` or the environment variable TINYGPT_KERNELS chooses for the whole process.
-The default is cuda, the fastest there is: the hand-written CUDA kernels on GPU arrays and the
-fast ones elsewhere. plain runs the textbook kernels everywhere, for study and as the reference;
-fast runs the fast NumPy/CuPy kernels on the GPU too, to tell a CUDA kernel's bug from the math's.
+The default, auto, is the fastest there is: the compiled kernels of the arrays' device, cuda on
+GPU arrays and cpu on host arrays (fast there when Numba is missing). plain runs the textbook
+kernels everywhere, for study and as the reference; fast runs the fast NumPy/CuPy kernels, to tell
+a compiled kernel's bug from the math's. cpu or cuda named for arrays of the other device (cuda
+for a numpy model) runs the fast kernels on them.
 """
 
 import os
@@ -11,31 +13,39 @@ import os
 import numpy
 
 from engine.backend import BackendError
+from kernels import cpu
 from kernels.array_module import xp_of
-from kernels.rungs import CUDA, FAST, RUNGS
+from kernels.rungs import CPU, CUDA, FAST, RUNGS
 
-_chosen = None  # the Rung set by set_kernels, or None: read TINYGPT_KERNELS on first use
+AUTO = "auto"
+CHOICES = (AUTO, *RUNGS)
+_chosen = None  # the name set by set_kernels, or None: read TINYGPT_KERNELS on first use
 
 
 def set_kernels(name=None):
-    """Run the kernels of rung `name` ("plain", "fast" or "cuda") from now on; None: the default,
-    TINYGPT_KERNELS if set, else cuda."""
+    """Run the kernels of rung `name` (one of CHOICES) from now on; None: TINYGPT_KERNELS if set,
+    else auto."""
     global _chosen
-    name = name or os.environ.get("TINYGPT_KERNELS") or CUDA.name
-    if name not in RUNGS:
-        raise BackendError(f"unknown kernels {name!r} (TINYGPT_KERNELS or --kernels): choose {', '.join(RUNGS)}")
-    _chosen = RUNGS[name]
+    name = name or os.environ.get("TINYGPT_KERNELS") or AUTO
+    if name not in CHOICES:
+        raise BackendError(f"unknown kernels {name!r} (TINYGPT_KERNELS or --kernels): choose {', '.join(CHOICES)}")
+    if name == CPU.name and not cpu.AVAILABLE:
+        raise BackendError(cpu.MISSING)
+    _chosen = name
 
 
 def chosen():
-    """The rung chosen for the process (what kernels_for uses on GPU arrays)."""
+    """The name chosen for the process (one of CHOICES)."""
     if _chosen is None:
         set_kernels()
     return _chosen
 
 
 def kernels_for(array):
-    """The kernels that run on arrays like `array`: the chosen rung, with fast standing in for
-    cuda on NumPy arrays (no CUDA kernel takes them)."""
-    rung = chosen()
-    return FAST if rung is CUDA and xp_of(array) is numpy else rung
+    """The Rung that runs on arrays like `array`."""
+    on_host = xp_of(array) is numpy
+    name = chosen()
+    if name == AUTO:
+        name = (CPU.name if cpu.AVAILABLE else FAST.name) if on_host else CUDA.name
+    rung = RUNGS[name]
+    return FAST if rung is (CUDA if on_host else CPU) else rung

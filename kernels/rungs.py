@@ -5,6 +5,8 @@
     fast   the same math rearranged for speed with NumPy or CuPy (BLAS sums, buffers reused in
            place, a per-head softmax shift, a saved tanh, ...); each says what it trades and is
            tested against plain (tests/test_kernels.py)
+    cpu    fused loops compiled by Numba for host arrays (kernels/cpu/), tested against plain
+           (tests/test_kernels.py); the kernels it has no loop for are the fast ones
     cuda   hand-written CUDA kernels for CuPy arrays (kernels/cuda/), tested against plain
            (tests/test_cuda_kernels.py); each hands what it does not cover to its fast twin
 
@@ -17,7 +19,7 @@ same rung untouched: the engine never looks inside it. engine/dispatch.py picks 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from kernels import adamw, attention, cross_entropy, cuda, dropout, embedding, gelu, layernorm, matmul, softmax
+from kernels import adamw, attention, cpu, cross_entropy, cuda, dropout, embedding, gelu, layernorm, matmul, softmax
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,16 @@ FAST = replace(
     adamw_update_multi=adamw.adamw_update_multi_fast,
 )
 
+CPU = replace(
+    FAST,
+    name="cpu",
+    layernorm_forward=cpu.layernorm_forward,
+    layernorm_backward=cpu.layernorm_backward,
+    gelu_forward=cpu.gelu_forward,
+    gelu_backward=cpu.gelu_backward,
+    adamw_update_multi=cpu.adamw_update_multi,
+)
+
 CUDA = replace(
     FAST,
     name="cuda",
@@ -108,4 +120,4 @@ CUDA = replace(
     adamw_update_multi=cuda.adamw_update_multi,
 )
 
-RUNGS = {rung.name: rung for rung in (PLAIN, FAST, CUDA)}
+RUNGS = {rung.name: rung for rung in (PLAIN, FAST, CPU, CUDA)}

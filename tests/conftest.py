@@ -3,8 +3,9 @@
 A test that takes `backend` runs once with numpy and once with cupy (skipped, with the reason,
 where CuPy or a GPU is missing). Choose which run with `pytest --backend {numpy,cupy,all}` or the
 environment variable TINYGPT_TEST_BACKEND; e.g. `pytest --backend cupy` runs only on the GPU.
-A test that takes `rung` runs once per rung of the kernel ladder (plain, fast, and cuda where the
-backend is cupy: on numpy arrays the cuda rung is the fast one, so that run is deselected).
+A test that takes `rung` runs once per rung of the kernel ladder: plain, fast, cpu where the
+backend is numpy and cuda where it is cupy (a compiled rung on the other device's arrays is the
+fast one, so those runs are deselected); cpu skips, saying why, where Numba is missing.
 Tests that take neither are untouched.
 """
 
@@ -16,7 +17,8 @@ import pytest
 import engine
 import engine.backend
 import engine.dispatch
-from kernels.rungs import CUDA, RUNGS
+from kernels import cpu
+from kernels.rungs import CPU, CUDA, RUNGS
 from tiny_runs import write_corpus
 
 BACKENDS = ("numpy", "cupy")
@@ -43,13 +45,20 @@ def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames:
         metafunc.parametrize("backend", [_param(name) for name in _chosen_backends(metafunc.config)], indirect=True)
     if "rung" in metafunc.fixturenames:
-        metafunc.parametrize("rung", list(RUNGS), indirect=True)
+        rungs = [
+            pytest.param(name, marks=pytest.mark.skip(reason=cpu.MISSING))
+            if name == CPU.name and not cpu.AVAILABLE
+            else name
+            for name in RUNGS
+        ]
+        metafunc.parametrize("rung", rungs, indirect=True)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Drop the cuda-rung runs of tests that do not run on cupy (they would repeat the fast ones)."""
+    """Drop the cuda-rung runs of tests that do not run on cupy and the cpu-rung runs of tests on
+    cupy (they would repeat the fast ones)."""
     params = [getattr(item, "callspec", None) and item.callspec.params for item in items]
-    repeats = [p and p.get("rung") == CUDA.name and p.get("backend") != "cupy" for p in params]
+    repeats = [p and p.get("rung") == (CPU.name if p.get("backend") == "cupy" else CUDA.name) for p in params]
     if any(repeats):
         config.hook.pytest_deselected(items=[item for item, drop in zip(items, repeats) if drop])
         items[:] = [item for item, drop in zip(items, repeats) if not drop]
@@ -99,7 +108,7 @@ def rung(request):
     previous = engine.dispatch.chosen()
     engine.set_kernels(request.param)
     yield request.param
-    engine.set_kernels(previous.name)
+    engine.set_kernels(previous)
 
 
 @pytest.fixture(scope="module")

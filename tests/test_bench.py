@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from kernels import cpu
 from tinygrad_gpt.bench import VOCAB_SIZE, bench, report
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
@@ -75,9 +76,13 @@ def _cpu_kernels(**env):
     return result.stdout.strip()
 
 
-def test_cpu_kernels_reports_numpys_and_blass_choice():
+def test_cpu_kernels_reports_numpys_blass_and_numbas_choice():
     line = _cpu_kernels()
     if "X86_V4" not in line or "openblas" not in line:
         pytest.skip(f"the other instruction set is measured from an AVX-512 CPU with OpenBLAS; here: {line}")
-    avx2 = _cpu_kernels(NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR", OPENBLAS_CORETYPE="Haswell")
-    assert "tanh X86_V3" in avx2 and avx2.endswith("Haswell"), avx2
+    avx2 = _cpu_kernels(
+        NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR", OPENBLAS_CORETYPE="Haswell", NUMBA_CPU_NAME="haswell"
+    )
+    assert "tanh X86_V3" in avx2 and "SkylakeX" in line and "SkylakeX" not in avx2 and "Haswell" in avx2, avx2
+    if cpu.AVAILABLE:
+        assert avx2.endswith(" haswell") and not line.endswith(" haswell"), (line, avx2)

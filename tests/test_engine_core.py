@@ -16,7 +16,7 @@ import engine.dispatch
 import engine.functional as F
 from engine import Tensor, gradcheck, no_grad
 from engine.function import Function
-from kernels import cuda, rungs
+from kernels import cpu, cuda, rungs
 
 trace_module = importlib.import_module("engine.trace")  # `engine.trace` is the context manager
 
@@ -327,10 +327,17 @@ def test_trace_prints_one_block_per_node(backend, capsys):
     assert sum("-> input 0" in line for line in lines) == 3
 
 
-def test_kernels_default_to_cuda_with_fast_on_numpy_arrays(monkeypatch):
+def test_kernels_default_to_auto_the_compiled_rung_of_each_device(backend, monkeypatch):
     monkeypatch.delenv("TINYGPT_KERNELS", raising=False)
     monkeypatch.setattr(engine.dispatch, "_chosen", None)  # as in a fresh process
-    assert engine.dispatch.chosen() is rungs.CUDA
+    assert engine.dispatch.chosen() == "auto"
+    want = rungs.CUDA if backend == "cupy" else rungs.CPU if cpu.AVAILABLE else rungs.FAST
+    assert engine.dispatch.kernels_for(engine.backend.get_xp().zeros(2)) is want
+
+
+def test_auto_runs_the_fast_kernels_on_host_arrays_without_numba(monkeypatch):
+    monkeypatch.setattr(engine.dispatch, "_chosen", "auto")
+    monkeypatch.setattr(cpu, "AVAILABLE", False)
     assert engine.dispatch.kernels_for(np.zeros(2)) is rungs.FAST
 
 
@@ -341,17 +348,33 @@ def test_tinygpt_kernels_picks_a_rung_for_every_array(backend, monkeypatch, name
     assert engine.dispatch.kernels_for(engine.backend.get_xp().zeros(2)) is rungs.RUNGS[name]
 
 
+@pytest.mark.parametrize("name", ["cpu", "cuda"])
+def test_a_compiled_rung_runs_on_its_device_and_fast_on_the_other(backend, monkeypatch, name):
+    monkeypatch.setattr(engine.dispatch, "_chosen", name)
+    own = (name == "cuda") == (backend == "cupy")
+    want = rungs.RUNGS[name] if own else rungs.FAST
+    assert engine.dispatch.kernels_for(engine.backend.get_xp().zeros(2)) is want
+
+
 def test_the_cuda_rung_runs_the_cuda_kernels_on_gpu_arrays(backend, monkeypatch):
     if backend != "cupy":
         pytest.skip("the CUDA kernels exist for cupy arrays only")
-    monkeypatch.setattr(engine.dispatch, "_chosen", rungs.CUDA)
+    monkeypatch.setattr(engine.dispatch, "_chosen", "cuda")
     assert engine.dispatch.kernels_for(engine.backend.get_xp().zeros(2)).layernorm_forward is cuda.layernorm_forward
 
 
 def test_unknown_kernels_are_refused_in_one_line(monkeypatch):
     monkeypatch.setattr(engine.dispatch, "_chosen", None)
-    with pytest.raises(engine.BackendError, match="unknown kernels 'xp'.*plain, fast, cuda"):
+    with pytest.raises(engine.BackendError, match="unknown kernels 'xp'.*auto, plain, fast, cpu, cuda"):
         engine.set_kernels("xp")
+
+
+def test_the_cpu_rung_without_numba_is_refused_saying_why(monkeypatch):
+    monkeypatch.setattr(engine.dispatch, "_chosen", None)
+    monkeypatch.setattr(cpu, "AVAILABLE", False)
+    monkeypatch.setattr(cpu, "MISSING", "the cpu kernels need Numba: No module named 'numba' (pip install numba)")
+    with pytest.raises(engine.BackendError, match="need Numba"):
+        engine.set_kernels("cpu")
 
 
 # --- gradcheck can fail ------------------------------------------------------------------------

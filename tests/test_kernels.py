@@ -3,8 +3,9 @@
 1. Each plain kernel against the same math composed from elementary Tensor ops (each gradchecked
    in test_engine_ops.py), in float64: the reference's backward comes from autograd, not from a
    derivation, so the hand-written backward must agree with it.
-2. Each fast kernel against its plain twin, at awkward sizes (1, odd, prime), in float32 and
-   float64, every output of the forward and the backward; no kernel writes into its inputs.
+2. Each fast kernel and each compiled CPU kernel (kernels/cpu/) against its plain twin, at
+   awkward sizes (1, odd, prime), in float32 and float64, every output of the forward and the
+   backward; no kernel writes into its inputs.
 3. What the fast kernels promise beyond the math (the softmax fallback, memory layouts), and
    numerical safety on every rung.
 """
@@ -19,9 +20,9 @@ import engine.backend
 import engine.dispatch
 from engine import Tensor
 from helpers import assert_close, host, normal, on_backend
-from kernels import attention, cross_entropy, dropout, embedding, gelu, layernorm, matmul, softmax
+from kernels import attention, cpu, cross_entropy, dropout, embedding, gelu, layernorm, matmul, softmax
 from kernels.adamw import adamw_update
-from kernels.rungs import FAST, PLAIN
+from kernels.rungs import CPU, FAST, PLAIN
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
@@ -214,9 +215,9 @@ def test_adamw_matches_the_formula(backend):
     exact(exp_avg_sq, on_backend(v))
 
 
-# --- 2. fast kernels against plain --------------------------------------------------------------
+# --- 2. fast and cpu kernels against plain ------------------------------------------------------
 # A story per kernel: make its inputs from a seed, run the forward and the backward of one rung,
-# return every array it produced. The same story on PLAIN and on FAST must agree.
+# return every array it produced. The same story on PLAIN and on FAST (and on CPU) must agree.
 
 
 def _linear_story(k, dtype, shape, transposed=False):
@@ -303,11 +304,17 @@ def _cases():
 CASES = list(_cases())
 
 
+FASTER = [FAST, pytest.param(CPU, marks=pytest.mark.skipif(not cpu.AVAILABLE, reason=str(cpu.MISSING)))]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("name, story, shape, options", CASES, ids=[f"{c[0]}-{c[2]}-{c[3]}" for c in CASES])
-def test_fast_kernel_matches_plain(backend, dtype, name, story, shape, options):
+@pytest.mark.parametrize("faster", FASTER, ids=["fast", "cpu"])
+def test_faster_kernel_matches_plain(backend, faster, dtype, name, story, shape, options):
+    if faster is CPU and backend == "cupy":
+        pytest.skip("the cpu kernels take host arrays (on cupy ones the cpu rung runs the fast kernels)")
     want, _ = story(PLAIN, dtype, shape, **options)
-    got, inputs = story(FAST, dtype, shape, **options)
+    got, inputs = story(faster, dtype, shape, **options)
     _, fresh_inputs = story(PLAIN, dtype, shape, **options)
     for g, w in zip(got, want, strict=True):
         assert_close(g, w, RTOL[dtype])
@@ -315,9 +322,10 @@ def test_fast_kernel_matches_plain(backend, dtype, name, story, shape, options):
         np.testing.assert_array_equal(host(used), host(fresh))
 
 
-def test_every_fast_kernel_has_a_story():
-    """Each kernel FAST runs differently from PLAIN is compared above."""
-    differ = {name for name in vars(PLAIN) if getattr(FAST, name) is not getattr(PLAIN, name)} - {"name"}
+@pytest.mark.parametrize("faster", [FAST, CPU], ids=["fast", "cpu"])
+def test_every_faster_kernel_has_a_story(faster):
+    """Each kernel FAST or CPU runs differently from PLAIN is compared above."""
+    differ = {name for name in vars(PLAIN) if getattr(faster, name) is not getattr(PLAIN, name)} - {"name"}
     covered = {"linear_backward", "layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward"}
     covered |= {"cross_entropy_forward", "cross_entropy_backward", "embedding_backward", "adamw_update_multi"}
     covered |= {"attention_forward", "attention_backward"}

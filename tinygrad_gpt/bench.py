@@ -20,6 +20,7 @@ from engine import backend
 from engine.dispatch import kernels_for
 from engine.memory import peak_bytes, saved_for_backward
 from engine.profiler import profile as engine_profile
+from kernels.cpu import target as numba_target
 from tinygrad_gpt.distributed import World
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
@@ -105,15 +106,17 @@ def device_name():
 
 
 def cpu_kernels():
-    """Which machine code NumPy and BLAS picked for this CPU when they loaded (from its instruction
-    sets, unless NPY_DISABLE_CPU_FEATURES or OPENBLAS_CORETYPE say otherwise), as one line: NumPy's
-    float32 tanh (GELU's; its AVX2 loop is 5x slower than its AVX-512 one) and BLAS's kernels."""
+    """Which machine code NumPy, BLAS and Numba picked for this CPU (from its instruction sets,
+    unless NPY_DISABLE_CPU_FEATURES, OPENBLAS_CORETYPE or NUMBA_CPU_NAME say otherwise), as one
+    line: NumPy's float32 tanh (GELU's; its AVX2 loop is 5x slower than its AVX-512 one), BLAS's
+    kernels, and the CPU Numba compiles the cpu kernels for."""
     introspect = getattr(np.lib, "introspect", None)  # NumPy >= 2.1
     tanh = introspect.opt_func_info(func_name="^tanh$", signature="float32") if introspect else {}
     target = next(iter(tanh.get("tanh", {}).values()), {}).get("current", "unknown")
     blas = next((b for b in threadpool_info() if b["user_api"] == "blas"), None)
     blas = f"{blas['internal_api']} {blas['version']} {blas.get('architecture', '')}".rstrip() if blas else "unknown"
-    return f"NumPy float32 tanh {target}, BLAS {blas}"
+    numba = numba_target()
+    return f"NumPy float32 tanh {target}, BLAS {blas}" + (f", {numba}" if numba else "")
 
 
 def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None, zero=0, shape=None):

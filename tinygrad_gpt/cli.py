@@ -12,6 +12,7 @@ import traceback
 from dataclasses import fields
 
 from engine import BackendError, set_backend, set_kernels
+from engine.dispatch import CHOICES
 from tinygrad_gpt import distributed
 from tinygrad_gpt.bench import SHAPE_FIELDS, bench, report
 from tinygrad_gpt.errors import TinyGPTError, TrainingInterrupted
@@ -131,9 +132,9 @@ def build_parser():
     )
     common.add_argument(
         "--kernels",
-        choices=("plain", "fast", "cuda"),
-        help="rung of the kernel ladder: the textbook kernels, the fast NumPy/CuPy ones, or CUDA ones on the GPU "
-        "(default: $TINYGPT_KERNELS, else cuda: CUDA kernels on the GPU, the fast ones on the CPU)",
+        choices=CHOICES,
+        help="rung of the kernel ladder: the textbook kernels, the fast NumPy/CuPy ones, loops compiled by Numba "
+        "on the CPU, or CUDA ones on the GPU (default: $TINYGPT_KERNELS, else auto: cuda on the GPU, cpu on the CPU)",
     )
     common.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     presets = ", ".join(PRESETS)

@@ -82,7 +82,7 @@ class ShardProcesses:
     def run(self, tasks):
         for mine, shared in zip(self.params, self.shared_params.arrays):
             shared[...] = mine.data
-        state = (is_grad_enabled(), np.geterr(), chosen().name, self.model.training)
+        state = (is_grad_enabled(), np.geterr(), chosen(), self.model.training)
         for i, task in enumerate(tasks[:-1]):
             self._drain(i)
             try:

@@ -1,0 +1,27 @@
+"""Fused CPU kernels: each kernel's loops, as llm.c writes them in C, compiled by Numba.
+
+A fast NumPy kernel (kernels/*.py) runs one pass over memory per NumPy call and allocates a fresh
+array for most of them: for the (B, T, C) activations of a step, that traffic, not the arithmetic,
+is the cost. A kernel here goes over its inputs once per loop and keeps everything else in
+registers, as the CUDA twins in kernels/cuda/ do on the GPU. Matrix products stay with BLAS.
+
+Each public function has the name, arguments and results of its NumPy twin and is tested against
+the plain one (tests/test_kernels.py). kernels/cpu/compiler.py says how Numba compiles them, and
+what happens without Numba: AVAILABLE is then False and engine.dispatch runs the fast kernels.
+"""
+
+from kernels.cpu.adamw import adamw_update_multi
+from kernels.cpu.compiler import AVAILABLE, MISSING, target
+from kernels.cpu.gelu import gelu_backward, gelu_forward
+from kernels.cpu.layernorm import layernorm_backward, layernorm_forward
+
+__all__ = [
+    "AVAILABLE",
+    "MISSING",
+    "adamw_update_multi",
+    "gelu_backward",
+    "gelu_forward",
+    "layernorm_backward",
+    "layernorm_forward",
+    "target",
+]
