@@ -341,9 +341,43 @@ def test_fast_linear_backward_lays_dw_out_as_the_weight(backend):
         assert dweight.flags.f_contiguous == weight.flags.f_contiguous
 
 
-def test_fast_gelu_backward_recomputes_tanh_when_not_given(backend):
+@pytest.mark.parametrize("faster", FASTER, ids=["fast", "cpu"])
+def test_faster_gelu_backward_recomputes_tanh_when_not_given(backend, faster):
+    if faster is CPU and backend == "cupy":
+        pytest.skip("the cpu kernels take host arrays")
     x, dout = normal(7, 13, seed=1, scale=3.0), normal(7, 13, seed=2)
-    assert_close(gelu.gelu_backward_fast(dout, x), gelu.gelu_backward(dout, x, gelu.gelu_forward(x)[1]), 1e-12)
+    assert_close(faster.gelu_backward(dout, x), gelu.gelu_backward(dout, x, gelu.gelu_forward(x)[1]), 1e-12)
+
+
+@pytest.mark.skipif(not cpu.AVAILABLE, reason=str(cpu.MISSING))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_kernels_take_arrays_in_any_memory_order(dtype):
+    """Transposed views in (the loops want C order: the wrappers copy what is not) and a
+    Fortran-ordered parameter (AdamW updates it through the fast kernel, in place all the same)."""
+    x, dout = normal(13, 7, seed=1, dtype=dtype).T, normal(13, 7, seed=2, dtype=dtype).T  # (7, 13) views
+    w, b = normal(13, seed=3, dtype=dtype), normal(13, seed=4, dtype=dtype)
+    out, mean, rstd = CPU.layernorm_forward(x, w, b, 1e-5)
+    want_out, want_mean, want_rstd = PLAIN.layernorm_forward(x, w, b, 1e-5)
+    got = [out, mean, rstd, *CPU.layernorm_backward(dout, x, w, mean, rstd)]
+    want = [want_out, want_mean, want_rstd, *PLAIN.layernorm_backward(dout, x, w, want_mean, want_rstd)]
+    y, saved = CPU.gelu_forward(x)
+    want_y, want_saved = PLAIN.gelu_forward(x)
+    got += [y, CPU.gelu_backward(dout, x, saved)]
+    want += [want_y, PLAIN.gelu_backward(dout, x, want_saved)]
+    for one, reference in zip(got, want, strict=True):
+        assert_close(one, reference, RTOL[dtype])
+    params = {
+        rung.name: [np.asfortranarray(normal(5, 3, seed=5, dtype=dtype)), normal(3, seed=6, dtype=dtype)]
+        for rung in (CPU, PLAIN)
+    }
+    for rung in (CPU, PLAIN):
+        grads = [normal(5, 3, seed=7, dtype=dtype), normal(3, seed=8, dtype=dtype)]
+        moments = [[np.zeros_like(p) for p in params[rung.name]] for _ in range(2)]
+        rung.adamw_update_multi(
+            params[rung.name], grads, *moments, lr=0.1, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, step=1
+        )
+    for got, want in zip(params["cpu"], params["plain"]):
+        assert_close(got, want, RTOL[dtype])
 
 
 # --- 3. what the fast kernels promise, and numerical safety -------------------------------------

@@ -1,6 +1,6 @@
-"""LayerNorm as llm.c writes it in C: one row at a time, every sum and every output of a row in
-one loop over its C numbers, so x is read three times and written once, where the fast NumPy
-kernel makes a pass (and often a fresh array) per operation. The derivation is above
+"""LayerNorm as llm.c writes it in C: one row at a time, three loops over its C numbers (the sum,
+the squares, the output) that read x while it is in the cache and keep the rest in registers,
+where the fast NumPy kernel makes a pass over all rows (and often a fresh array) per operation. The derivation is above
 layernorm_backward in kernels/layernorm.py; the names here follow it."""
 
 import numpy
