@@ -23,6 +23,7 @@ import threading
 import engine
 from engine import Tensor, backend
 from engine.trace import is_tracing
+from kernels.array_module import xp_of
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.shard_processes import ShardProcesses
 
@@ -129,6 +130,10 @@ class DataParallel:
         # process's are views of its shared buffer, which its next step overwrites
         owned = [self.workers == "threads" or s == len(results) - 1 for s in range(len(results))]
         for p, *grads in zip(self.params, *(g for _, g in results)):
+            if p.grad is None and len(grads) == 2 and grads[0] is not None and grads[1] is not None and owned[1]:
+                # the same sum in one pass, into the last shard's array, instead of a copy of the first
+                p.accumulate_grad(xp_of(grads[1]).add(grads[0], grads[1], out=grads[1]))
+                continue
             for g, own in zip(grads, owned):
                 if g is not None:
                     p.accumulate_grad(g, own)
