@@ -98,6 +98,8 @@ CPU = replace(
     layernorm_backward=cpu.layernorm_backward,
     gelu_forward=cpu.gelu_forward,
     gelu_backward=cpu.gelu_backward,
+    attention_forward=cpu.attention_forward,
+    attention_backward=cpu.attention_backward,
     adamw_update_multi=cpu.adamw_update_multi,
 )
 

@@ -307,12 +307,18 @@ CASES = list(_cases())
 FASTER = [FAST, pytest.param(CPU, marks=pytest.mark.skipif(not cpu.AVAILABLE, reason=str(cpu.MISSING)))]
 
 
+def needs_its_arrays(faster, backend):
+    """Skip a cpu-rung run on cupy arrays: the cpu kernels take host arrays (on cupy ones the cpu
+    rung runs the fast kernels, tested on their own)."""
+    if faster is CPU and backend == "cupy":
+        pytest.skip("the cpu kernels take host arrays")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("name, story, shape, options", CASES, ids=[f"{c[0]}-{c[2]}-{c[3]}" for c in CASES])
 @pytest.mark.parametrize("faster", FASTER, ids=["fast", "cpu"])
 def test_faster_kernel_matches_plain(backend, faster, dtype, name, story, shape, options):
-    if faster is CPU and backend == "cupy":
-        pytest.skip("the cpu kernels take host arrays (on cupy ones the cpu rung runs the fast kernels)")
+    needs_its_arrays(faster, backend)
     want, _ = story(PLAIN, dtype, shape, **options)
     got, inputs = story(faster, dtype, shape, **options)
     _, fresh_inputs = story(PLAIN, dtype, shape, **options)
@@ -343,8 +349,7 @@ def test_fast_linear_backward_lays_dw_out_as_the_weight(backend):
 
 @pytest.mark.parametrize("faster", FASTER, ids=["fast", "cpu"])
 def test_faster_gelu_backward_recomputes_tanh_when_not_given(backend, faster):
-    if faster is CPU and backend == "cupy":
-        pytest.skip("the cpu kernels take host arrays")
+    needs_its_arrays(faster, backend)
     x, dout = normal(7, 13, seed=1, scale=3.0), normal(7, 13, seed=2)
     assert_close(faster.gelu_backward(dout, x), gelu.gelu_backward(dout, x, gelu.gelu_forward(x)[1]), 1e-12)
 
@@ -384,34 +389,41 @@ def test_cpu_kernels_take_arrays_in_any_memory_order(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fast_attention_row_far_below_its_heads_max_is_still_exact(backend, dtype):
+@pytest.mark.parametrize("faster", FASTER, ids=["fast", "cpu"])
+def test_faster_attention_row_far_below_its_heads_max_is_still_exact(backend, faster, dtype):
     """The fast forward shifts scores by each head's max; a row 300 below it would underflow to 0/0
-    that way, so it must fall back to its own max and match the plain row-by-row softmax."""
+    that way, so it must fall back to its own max and match the plain row-by-row softmax (the cpu
+    one shifts each row by its own max)."""
+    needs_its_arrays(faster, backend)
     xp = engine.backend.get_xp()
     q = xp.asarray([[[[1.0, 0.0], [0.0, 1.0]]]], dtype=dtype)  # (1, 1, 2, 2)
     k = xp.asarray([[[[0.0, 0.0], [0.0, 600.0]]]], dtype=dtype)  # q1.k1 / sqrt(2) is about 424
     v = normal(1, 1, 2, 2, seed=3, dtype=dtype)
-    out, att = attention.attention_forward_fast(q, k, v, is_causal=False)
+    out, att = faster.attention_forward(q, k, v, is_causal=False)
     want_out, want_att = attention.attention_forward(q, k, v, is_causal=False)
     assert np.all(np.isfinite(host(att)))
     assert_close(att, want_att, RTOL[dtype])
     assert_close(out, want_out, RTOL[dtype])
 
 
-def test_fast_attention_outputs_keep_the_heads_layout_of_their_inputs(backend):
+@pytest.mark.parametrize("faster", FASTER, ids=["fast", "cpu"])
+def test_faster_attention_outputs_keep_the_heads_layout_of_their_inputs(backend, faster):
     """q, k, v cut from one (B, T, 3, nh, hs) array: the output and gradients come back laid out as
     (B, T, nh, hs) in memory, so the model's transpose back to (B, T, C) is a view, not a copy."""
+    needs_its_arrays(faster, backend)
     qkv = normal(2, 5, 3, 2, 4, seed=1)
     q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, nh, T, hs) views
-    out, att = attention.attention_forward_fast(q, k, v)
-    grads = attention.attention_backward_fast(normal(*out.shape, seed=2), q, k, v, att)
+    out, att = faster.attention_forward(q, k, v)
+    grads = faster.attention_backward(normal(*out.shape, seed=2), q, k, v, att)
     for array in (out, *grads):
         assert array.transpose(0, 2, 1, 3).flags.c_contiguous
 
 
-@pytest.mark.parametrize("forward", [attention.attention_forward, attention.attention_forward_fast])
-def test_short_query_sees_what_the_last_rows_of_a_full_query_see(backend, forward):
+@pytest.mark.parametrize("kernels", [PLAIN, *FASTER], ids=["plain", "fast", "cpu"])
+def test_short_query_sees_what_the_last_rows_of_a_full_query_see(backend, kernels):
     """A KV-cache step: the last t_q queries attend exactly as they do inside the full sequence."""
+    needs_its_arrays(kernels, backend)
+    forward = kernels.attention_forward
     q, k, v = normal(1, 2, 5, 3, seed=1), normal(1, 2, 5, 3, seed=2), normal(1, 2, 5, 3, seed=3)
     full, _ = forward(q, k, v, is_causal=True)
     for t_q in (1, 2):

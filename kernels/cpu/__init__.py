@@ -11,6 +11,7 @@ what happens without Numba: AVAILABLE is then False and engine.dispatch runs the
 """
 
 from kernels.cpu.adamw import adamw_update_multi
+from kernels.cpu.attention import attention_backward, attention_forward
 from kernels.cpu.compiler import AVAILABLE, MISSING, target
 from kernels.cpu.gelu import gelu_backward, gelu_forward
 from kernels.cpu.layernorm import layernorm_backward, layernorm_forward
@@ -19,6 +20,8 @@ __all__ = [
     "AVAILABLE",
     "MISSING",
     "adamw_update_multi",
+    "attention_backward",
+    "attention_forward",
     "gelu_backward",
     "gelu_forward",
     "layernorm_backward",
