@@ -73,10 +73,10 @@ def attention_forward_fast(q, k, v, is_causal=True, dropout_mask=None):
     if att is None:
         att = _softmax_rows(scores, scores.max(axis=-1, keepdims=True))
     p = att * dropout_mask if dropout_mask is not None else att
-    return _matmul_like(p, v, q), att
+    return matmul_like(p, v, q), att
 
 
-def _matmul_like(a, b, like):
+def matmul_like(a, b, like):
     """a @ b written into an array with `like`'s shape and memory order (empty_like keeps it)."""
     xp = xp_of(a)
     return xp.matmul(a, b, out=xp.empty_like(like))
@@ -112,12 +112,12 @@ def _softmax_rows(scores, shift):
 def attention_backward_fast(dout, q, k, v, att, dropout_mask=None):
     scale = 1.0 / math.sqrt(q.shape[-1])
     p = att * dropout_mask if dropout_mask is not None else att
-    dv = _matmul_like(p.swapaxes(-1, -2), dout, v)
+    dv = matmul_like(p.swapaxes(-1, -2), dout, v)
     ds = dout @ v.swapaxes(-1, -2)  # dP' becomes dP, then dS, in place
     if dropout_mask is not None:
         ds *= dropout_mask
     ds -= row_sum(ds * att)
     ds *= att
-    dq = _matmul_like(ds, k * scale, q)
-    dk = _matmul_like(ds.swapaxes(-1, -2), q * scale, k)
+    dq = matmul_like(ds, k * scale, q)
+    dk = matmul_like(ds.swapaxes(-1, -2), q * scale, k)
     return dq, dk, dv

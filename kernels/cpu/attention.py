@@ -10,7 +10,7 @@ import math
 
 import numpy
 
-from kernels.attention import _matmul_like, attention_backward_fast, attention_forward_fast
+from kernels.attention import attention_backward_fast, attention_forward_fast, matmul_like
 from kernels.cpu.compiler import compiled
 
 
@@ -83,7 +83,7 @@ def attention_forward(q, k, v, is_causal=True, dropout_mask=None):
     numpy.exp(att, out=att)
     _divide_by_row_sums(_rows(att))
     p = att * dropout_mask if dropout_mask is not None else att
-    return _matmul_like(p, v, q), att
+    return matmul_like(p, v, q), att
 
 
 def attention_backward(dout, q, k, v, att, dropout_mask=None):
@@ -91,9 +91,9 @@ def attention_backward(dout, q, k, v, att, dropout_mask=None):
         return attention_backward_fast(dout, q, k, v, att, dropout_mask)
     scale = 1.0 / math.sqrt(q.shape[-1])
     p = att * dropout_mask if dropout_mask is not None else att
-    dv = _matmul_like(p.swapaxes(-1, -2), dout, v)
+    dv = matmul_like(p.swapaxes(-1, -2), dout, v)
     ds = dout @ v.swapaxes(-1, -2)  # dP', a fresh C-ordered array, becomes dS in place
     _softmax_backward_rows(_rows(ds), _rows(numpy.ascontiguousarray(att)), _mask_rows(dropout_mask, ds))
-    dq = _matmul_like(ds, k * scale, q)
-    dk = _matmul_like(ds.swapaxes(-1, -2), q * scale, k)
+    dq = matmul_like(ds, k * scale, q)
+    dk = matmul_like(ds.swapaxes(-1, -2), q * scale, k)
     return dq, dk, dv
