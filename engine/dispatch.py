@@ -46,6 +46,6 @@ def kernels_for(array):
     on_host = xp_of(array) is numpy
     name = chosen()
     if name == AUTO:
-        name = (CPU.name if cpu.AVAILABLE else FAST.name) if on_host else CUDA.name
+        return (CPU if cpu.AVAILABLE else FAST) if on_host else CUDA
     rung = RUNGS[name]
     return FAST if rung is (CUDA if on_host else CPU) else rung

@@ -381,8 +381,8 @@ def test_cpu_kernels_take_arrays_in_any_memory_order(dtype):
         rung.adamw_update_multi(
             params[rung.name], grads, *moments, lr=0.1, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, step=1
         )
-    for got, want in zip(params["cpu"], params["plain"]):
-        assert_close(got, want, RTOL[dtype])
+    for cpu_param, plain_param in zip(params["cpu"], params["plain"], strict=True):
+        assert_close(cpu_param, plain_param, RTOL[dtype])
 
 
 # --- 3. what the fast kernels promise, and numerical safety -------------------------------------

@@ -8,7 +8,7 @@ import math
 import numpy
 
 from kernels.adamw import adamw_update_fast
-from kernels.cpu.compiler import compiled
+from kernels.cpu.compiler import compiled, flat
 
 
 @compiled
@@ -32,5 +32,4 @@ def adamw_update_multi(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2
         if not all(a.flags.c_contiguous for a in (param, exp_avg, exp_avg_sq)):
             adamw_update_fast(param, grad, exp_avg, exp_avg_sq, **hyper)
             continue
-        flat = (numpy.ascontiguousarray(a).reshape(-1) for a in (param, grad, exp_avg, exp_avg_sq))
-        _update(*flat, *map(param.dtype.type, scalars))
+        _update(*map(flat, (param, grad, exp_avg, exp_avg_sq)), *map(param.dtype.type, scalars))

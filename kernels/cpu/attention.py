@@ -11,7 +11,7 @@ import math
 import numpy
 
 from kernels.attention import attention_backward_fast, attention_forward_fast, matmul_like
-from kernels.cpu.compiler import compiled
+from kernels.cpu.compiler import compiled, rows
 
 
 @compiled
@@ -64,14 +64,10 @@ def _covered(q, k, is_causal):
     return k.shape[-2] > 0 and not (is_causal and q.shape[-2] > k.shape[-2])
 
 
-def _rows(a):
-    return a.reshape(-1, a.shape[-1])
-
-
 def _mask_rows(dropout_mask, like):
     if dropout_mask is None:
         return numpy.empty((0, 0), like.dtype)
-    return _rows(numpy.ascontiguousarray(numpy.broadcast_to(dropout_mask, like.shape)))
+    return rows(numpy.broadcast_to(dropout_mask, like.shape))
 
 
 def attention_forward(q, k, v, is_causal=True, dropout_mask=None):
@@ -79,9 +75,9 @@ def attention_forward(q, k, v, is_causal=True, dropout_mask=None):
         return attention_forward_fast(q, k, v, is_causal, dropout_mask)
     t_q, t_k = q.shape[-2], k.shape[-2]
     att = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.swapaxes(-1, -2)  # a fresh C-ordered array
-    _mask_and_shift(_rows(att), t_q, t_k - t_q if is_causal else -1)
+    _mask_and_shift(rows(att), t_q, t_k - t_q if is_causal else -1)
     numpy.exp(att, out=att)
-    _divide_by_row_sums(_rows(att))
+    _divide_by_row_sums(rows(att))
     p = att * dropout_mask if dropout_mask is not None else att
     return matmul_like(p, v, q), att
 
@@ -93,7 +89,7 @@ def attention_backward(dout, q, k, v, att, dropout_mask=None):
     p = att * dropout_mask if dropout_mask is not None else att
     dv = matmul_like(p.swapaxes(-1, -2), dout, v)
     ds = dout @ v.swapaxes(-1, -2)  # dP', a fresh C-ordered array, becomes dS in place
-    _softmax_backward_rows(_rows(ds), _rows(numpy.ascontiguousarray(att)), _mask_rows(dropout_mask, ds))
+    _softmax_backward_rows(rows(ds), rows(att), _mask_rows(dropout_mask, ds))
     dq = matmul_like(ds, k * scale, q)
     dk = matmul_like(ds.swapaxes(-1, -2), q * scale, k)
     return dq, dk, dv

@@ -1,4 +1,5 @@
-"""Numba, the one place it is imported: `compiled` turns a loop written in Python into machine code.
+"""Numba, the one place it is imported: `compiled` turns a loop written in Python into machine code;
+`rows` and `flat` give the loops the C-ordered arrays they index.
 
 Numba compiles a function on its first call with each set of argument types (float32 and float64
 get one copy each), for the CPU it runs on: LLVM picks AVX-512, AVX2, or what the machine has, as
@@ -14,6 +15,8 @@ change: after editing the options below, delete kernels/cpu/__pycache__). The op
 Without Numba (not installed, or one that refuses this NumPy version) `compiled` leaves the
 function as Python, MISSING says why, and engine.dispatch runs the fast NumPy kernels instead.
 """
+
+import numpy
 
 try:
     import numba
@@ -40,3 +43,14 @@ def target():
     from llvmlite import binding
 
     return f"Numba {numba.__version__} {numba.config.CPU_NAME or binding.get_host_cpu_name()}"
+
+
+def rows(a):
+    """a as a C-ordered (rows, last axis) array: a view when a is C-ordered already (so a loop may
+    write into it), else a copy."""
+    return numpy.ascontiguousarray(a).reshape(-1, a.shape[-1])
+
+
+def flat(a):
+    """a as a C-ordered 1-D array: a view when a is C-ordered already, else a copy."""
+    return numpy.ascontiguousarray(a).reshape(-1)

@@ -7,7 +7,7 @@ kept for the backward, which is one loop."""
 
 import numpy
 
-from kernels.cpu.compiler import compiled
+from kernels.cpu.compiler import compiled, flat
 from kernels.gelu import GELU_COEF, SQRT_2_OVER_PI
 
 
@@ -37,11 +37,11 @@ def _backward(dout, x, tanh_u, dx):
 
 
 def gelu_forward(x):
-    flat = numpy.ascontiguousarray(x).reshape(-1)
+    x_flat = flat(x)
     tanh_u, out = numpy.empty(x.shape, x.dtype), numpy.empty(x.shape, x.dtype)
-    _u(flat, tanh_u.reshape(-1))
+    _u(x_flat, flat(tanh_u))
     numpy.tanh(tanh_u, out=tanh_u)
-    _out(flat, tanh_u.reshape(-1), out.reshape(-1))
+    _out(x_flat, flat(tanh_u), flat(out))
     return out, tanh_u
 
 
@@ -49,6 +49,5 @@ def gelu_backward(dout, x, tanh_u=None):
     if tanh_u is None:  # the CUDA forward saves none; recompute it as the forward would
         _, tanh_u = gelu_forward(x)
     dx = numpy.empty(x.shape, x.dtype)
-    flat = (numpy.ascontiguousarray(a).reshape(-1) for a in (dout, x, tanh_u))
-    _backward(*flat, dx.reshape(-1))
+    _backward(flat(dout), flat(x), flat(tanh_u), flat(dx))
     return dx

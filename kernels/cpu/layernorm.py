@@ -1,11 +1,11 @@
 """LayerNorm as llm.c writes it in C: one row at a time, three loops over its C numbers (the sum,
 the squares, the output) that read x while it is in the cache and keep the rest in registers,
-where the fast NumPy kernel makes a pass over all rows (and often a fresh array) per operation. The derivation is above
-layernorm_backward in kernels/layernorm.py; the names here follow it."""
+where the fast NumPy kernel makes a pass over all rows (and often a fresh array) per operation.
+The derivation is above layernorm_backward in kernels/layernorm.py; the names here follow it."""
 
 import numpy
 
-from kernels.cpu.compiler import compiled
+from kernels.cpu.compiler import compiled, flat, rows
 
 
 @compiled
@@ -53,11 +53,6 @@ def _backward_rows(dout, x, weight, mean, rstd, dx, dweight, dbias):
             dx[i, j] = r * (dout[i, j] * weight[j] - dnorm_mean - norm * dnorm_norm_mean)
 
 
-def _rows(a):
-    """a as a C-contiguous (rows, C) array (a view when it already is one)."""
-    return numpy.ascontiguousarray(a).reshape(-1, a.shape[-1])
-
-
 def _affine(weight, bias, C, dtype):
     """weight and bias, with ones and zeros standing in for None (LayerNorm(bias=False))."""
     weight = numpy.ones(C, dtype) if weight is None else numpy.ascontiguousarray(weight)
@@ -71,7 +66,7 @@ def layernorm_forward(x, weight, bias, eps=1e-5):
     out = numpy.empty(x.shape, x.dtype)
     mean = numpy.empty(x.shape[:-1] + (1,), x.dtype)
     rstd = numpy.empty(x.shape[:-1] + (1,), x.dtype)
-    _forward_rows(_rows(x), weight, bias, x.dtype.type(eps), _rows(out), mean.reshape(-1), rstd.reshape(-1))
+    _forward_rows(rows(x), weight, bias, x.dtype.type(eps), rows(out), flat(mean), flat(rstd))
     return out, mean, rstd
 
 
@@ -80,5 +75,5 @@ def layernorm_backward(dout, x, weight, mean, rstd):
     weight, _ = _affine(weight, None, C, x.dtype)
     dx = numpy.empty(x.shape, x.dtype)
     dweight, dbias = numpy.empty(C, x.dtype), numpy.empty(C, x.dtype)
-    _backward_rows(_rows(dout), _rows(x), weight, _rows(mean)[:, 0], _rows(rstd)[:, 0], _rows(dx), dweight, dbias)
+    _backward_rows(rows(dout), rows(x), weight, flat(mean), flat(rstd), rows(dx), dweight, dbias)
     return dx, dweight, dbias
