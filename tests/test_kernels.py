@@ -22,6 +22,7 @@ from engine import Tensor
 from helpers import assert_close, host, normal, on_backend
 from kernels import attention, cpu, cross_entropy, dropout, embedding, gelu, layernorm, matmul, softmax
 from kernels.adamw import adamw_update
+from kernels.cpu.gelu import tanh32
 from kernels.rungs import CPU, FAST, PLAIN
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
@@ -352,6 +353,23 @@ def test_faster_gelu_backward_recomputes_tanh_when_not_given(backend, faster):
     needs_its_arrays(faster, backend)
     x, dout = normal(7, 13, seed=1, scale=3.0), normal(7, 13, seed=2)
     assert_close(faster.gelu_backward(dout, x), gelu.gelu_backward(dout, x, gelu.gelu_forward(x)[1]), 1e-12)
+
+
+@pytest.mark.skipif(not cpu.AVAILABLE, reason=str(cpu.MISSING))
+def test_cpu_gelu_tanh_is_within_5_ulp_and_exact_at_the_ends():
+    """The cpu GELU's float32 tanh (a cut continued fraction, then the double-angle rule) against
+    the exact tanh rounded, over [-12, 12] and tiny values; beyond the clamp and at inf, NaN and 0
+    the GELU is the plain one's, bit for bit."""
+    rng = np.random.default_rng(0)
+    u = np.concatenate([rng.uniform(-12, 12, 100_000), rng.uniform(-1, 1, 100_000), np.geomspace(1e-30, 1, 1000)])
+    u = np.concatenate([u, -u]).astype(np.float32)
+    got = np.array([tanh32(v) for v in u])
+    exact = np.tanh(u.astype(np.float64))
+    assert (np.abs(got - exact) <= 5 * np.spacing(np.abs(exact).astype(np.float32))).all()
+    ends = np.array([-1e30, -np.inf, -20, -9.5, -0.0, 0, 1e-30, 20, 1e30, np.inf, np.nan], np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for got, want in zip(cpu.gelu_forward(ends), PLAIN.gelu_forward(ends), strict=True):
+            np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.skipif(not cpu.AVAILABLE, reason=str(cpu.MISSING))
