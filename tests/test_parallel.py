@@ -16,8 +16,9 @@ from engine.grad_mode import is_grad_enabled
 from engine.random import generator
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
+from tinygrad_gpt.optim import AdamW, clip_grad_norm_
 from tinygrad_gpt.parallel import DataParallel, _Worker, default_shards, default_workers
-from tinygrad_gpt.shard_processes import WorkerDied
+from tinygrad_gpt.shard_processes import SharedAdamW, WorkerDied
 
 WORKERS = ["processes", "threads"]
 
@@ -88,6 +89,34 @@ def test_worker_processes_see_the_parameters_as_they_are_at_each_step():
     assert_same_bits(without_dropout, loss_and_grads(model, 2))
     model.train()
     assert loss_and_grads(model, 2, parallel=processes)[0] != without_dropout[0]
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_worker_processes_share_out_adamw_with_the_same_bits(shards):
+    """Training steps (micro-batches adding up, clipping, AdamW) with the worker processes summing
+    and updating their own parameters, against threads and one AdamW: the same parameters and
+    moments, bit for bit; and a .grad set outside a step (a plain backward) is what they update."""
+    models = [tiny_model(dropout=0.2) for _ in range(2)]
+    optimizers = [AdamW(m.named_parameters(), lr=0.01) for m in models]
+    parallels = [DataParallel(m, shards, w, o) for m, o, w in zip(models, optimizers, WORKERS)]
+    assert isinstance(parallels[0].optimizer, SharedAdamW) and parallels[1].optimizer is optimizers[1]
+    for step in range(3):
+        for model, parallel in zip(models, parallels):
+            for micro_step in range(2):
+                parallel.step(*batch(), seed=10 * step + micro_step, scale=0.5)
+            clip_grad_norm_(model.parameters(), 0.05)  # small enough to clip
+            parallel.optimizer.step()
+            parallel.optimizer.zero_grad()
+    for model, parallel in zip(models, parallels):
+        engine.manual_seed(0)
+        model(*(engine.backend.asarray(a) for a in batch()))[1].backward()
+        parallel.optimizer.step()
+    for a, b in zip(*(m.parameters() for m in models), strict=True):
+        np.testing.assert_array_equal(a.data, b.data)
+    states = [p.optimizer.state_dict() for p in parallels]
+    assert states[0]["step"] == states[1]["step"] == 4
+    for name, moment in states[1]["tensors"].items():
+        np.testing.assert_array_equal(states[0]["tensors"][name], moment)
 
 
 @pytest.mark.parametrize("workers", WORKERS)

@@ -13,6 +13,8 @@ from tiny_runs import tiny_config
 from tinygrad_gpt import train as train_module
 from tinygrad_gpt.checkpoint import BEST_DIR, read_checkpoint
 from tinygrad_gpt.errors import CheckpointError, TinyGPTError, TrainingInterrupted, UsageError
+from tinygrad_gpt.optim import AdamW
+from tinygrad_gpt.shard_processes import SharedAdamW
 from tinygrad_gpt.train import LOG_FILE, run_config, train
 
 
@@ -93,15 +95,16 @@ def test_run_refuses_to_overwrite_or_reshape_a_checkpoint(tmp_path, corpus):
 
 
 def gradients_of_first_step(tmp_path, corpus, monkeypatch, **overrides):
-    """The gradients AdamW receives at step 1 of a run (dropout off, no clipping)."""
+    """The gradients AdamW receives at step 1 of a run (dropout off, no clipping), whichever AdamW
+    steps: the worker processes' SharedAdamW where two shards have a process each."""
     seen = []
+    for cls in (AdamW, SharedAdamW):
 
-    class RecordingAdamW(train_module.AdamW):
-        def step(self):
+        def step(self, step=cls.step):
             seen.append({name: p.grad.copy() for name, p in self.named_parameters})
-            super().step()
+            step(self)
 
-    monkeypatch.setattr(train_module, "AdamW", RecordingAdamW)
+        monkeypatch.setattr(cls, "step", step)
     train(tiny_config(max_iters=1, eval_interval=1, grad_clip=0.0, **overrides), tmp_path, corpus)
     return seen[0]
 

@@ -56,7 +56,7 @@ def tinygpt_step(config, seed=0, shards=1, world=None, zero=0):
     if zero:
         optimizer = ShardedAdamW(optimizer, world)
     x, y = (backend.asarray(a) for a in random_batch(config, seed))
-    parallel, params, sum_over = data_parallel(model, optimizer, world, shards)
+    parallel, optimizer, params, sum_over = data_parallel(model, optimizer, world, shards)
     forward_backward = parallel or DataParallel(model, 1)
 
     def step():

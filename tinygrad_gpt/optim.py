@@ -25,8 +25,12 @@ class AdamW:
 
     def step(self):
         self.step_count += 1
+        self.update(self.named_parameters)
+
+    def update(self, named_parameters):
+        """AdamW's update at this lr and step count of these of the parameters (those with a .grad)."""
         for decayed in (True, False):  # two groups, each one call (one kernel launch on the GPU)
-            group = [(name, p) for name, p in self.named_parameters if p.grad is not None and (p.ndim >= 2) == decayed]
+            group = [(name, p) for name, p in named_parameters if p.grad is not None and (p.ndim >= 2) == decayed]
             if not group:
                 continue
             kernels_for(group[0][1].data).adamw_update_multi(

@@ -28,10 +28,9 @@ from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.shard_processes import ShardProcesses
 
 # In threads, Python's part of a shard's step holds the GIL, so past a few shards it would
-# dominate the step; in worker processes it does not, but what follows the shards (their gradients
-# summed, clipping, AdamW) runs in one process and grows as a share of the step; and each shard's
-# BLAS has one core only. Measured: two shards on two cores (docs/benchmarks.md); the cap of 4 is
-# a reckoning.
+# dominate the step; in worker processes it does not, but each process makes three round trips a
+# step, gradient clipping runs in one, and each shard's BLAS has one core only. Measured: two
+# shards on two cores (docs/benchmarks.md); the cap of 4 is a reckoning.
 MAX_DEFAULT_SHARDS = 4
 WORKERS = ("processes", "threads")
 
@@ -100,17 +99,20 @@ class DataParallel:
     `shards` workers: "processes" (tinygrad_gpt/shard_processes.py) or "threads", default from
     default_workers(); the calling thread takes the last shard. Each shard seeds its own dropout
     generator from (seed, shard index); the gradients are added in shard order, so both kinds of
-    worker give the same bits."""
+    worker give the same bits. optimizer: the model's AdamW; `.optimizer` is then the one to step,
+    which worker processes share out (shard_processes.SharedAdamW: the same bits again)."""
 
-    def __init__(self, model, shards, workers=None):
+    def __init__(self, model, shards, workers=None, optimizer=None):
         self.model, self.shards = model, shards
         self.params = model.parameters()
         self.blas = _blas_limiter() if shards > 1 else None
         self.workers = workers or default_workers()
         if self.workers not in WORKERS:
             raise ValueError(f"workers must be one of {WORKERS}, got {self.workers!r}")
+        self.optimizer = optimizer
         if shards > 1 and self.workers == "processes":
-            self._processes = ShardProcesses(model, shards - 1, self._shard)
+            self._processes = ShardProcesses(model, shards - 1, self._shard, optimizer)
+            self.optimizer = self._processes.optimizer or optimizer
         else:  # idle threads wait on a queue (daemon threads: they end with the process)
             self._threads = [_Worker() for _ in range(shards - 1)]
 
@@ -123,20 +125,20 @@ class DataParallel:
         ]
         if self.shards == 1:
             results = [self._shard(*tasks[0])]
+        elif self.workers == "processes":  # they add the gradients up themselves
+            with self.blas.limit(limits=1, user_api="blas"):
+                return Tensor._from_array(sum(self._processes.step(tasks)))
         else:
             with self.blas.limit(limits=1, user_api="blas"):
-                results = self._processes.run(tasks) if self.workers == "processes" else self._run_threads(tasks)
-        # engine.grad's arrays are this process's own, to keep or add into in place; a worker
-        # process's are views of its shared buffer, which its next step overwrites
-        owned = [self.workers == "threads" or s == len(results) - 1 for s in range(len(results))]
+                results = self._run_threads(tasks)
         for p, *grads in zip(self.params, *(g for _, g in results)):
-            if p.grad is None and len(grads) == 2 and grads[0] is not None and grads[1] is not None and owned[1]:
+            if p.grad is None and len(grads) == 2 and grads[0] is not None and grads[1] is not None:
                 # the same sum in one pass, into the last shard's array, instead of a copy of the first
                 p.accumulate_grad(xp_of(grads[1]).add(grads[0], grads[1], out=grads[1]))
                 continue
-            for g, own in zip(grads, owned):
+            for g in grads:
                 if g is not None:
-                    p.accumulate_grad(g, own)
+                    p.accumulate_grad(g)
         return Tensor._from_array(sum(loss for loss, _ in results))
 
     def _run_threads(self, tasks):

@@ -3,14 +3,21 @@
 A thread's Python (building the graph, walking it back, calling each kernel) holds the GIL, so
 two threads take turns at it: with the cpu preset's Python alone (its model on 2 x 2 tokens), one
 shard took 15 ms a step and two threads 25 ms. In forked processes, which have an interpreter
-each, the whole cpu preset's step took 0.86x the time of threads (docs/benchmarks.md). What a
-process costs instead is two copies per step through shared memory: the parameters in (the
-parent writes them once, every worker's model reads them in place) and each worker's gradients
-out (3 MB each for the cpu preset, about 0.3 ms).
+each, the whole cpu preset's step took 0.86x the time of threads (docs/benchmarks.md).
+
+What the processes share lives in shared memory, so that no one process copies or adds it all:
+- the parameters: every process's model holds views of them, so a step copies nothing in (an
+  array the parent's model was given since, by a checkpoint load say, is copied in and viewed);
+- the gradients, summed as a reduce-scatter, as ZeRO does over MPI: each process owns a run of
+  the parameters. After its shard's backward it writes its gradients of the others' parameters
+  to shared memory, and then adds up those of its own, its shard's and the others' in shard
+  order, into the shared sums that become the parameters' `.grad` (the same additions in the same
+  order as one process would make, so the same bits);
+- with an optimizer, AdamW's moments: each process updates its own run of the parameters
+  (AdamW is elementwise: the same bits again), so the parent does not do it all alone.
 
 Each worker is forked from the parent with the model, so it needs nothing pickled but a shard's
-tokens and its result's loss. Its parameters are views of the shared buffer; its forward and
-backward are the parent's code and arithmetic, so the gradients have the bits a thread's would.
+tokens and its result's loss. Its forward and backward are the parent's code and arithmetic.
 It ignores Ctrl-C (the parent handles it and ends it), and ends when the parent closes its pipe
 or dies (the pipe's end is then closed by the kernel).
 """
@@ -18,7 +25,9 @@ or dies (the pipe's end is then closed by the kernel).
 import contextlib
 import mmap
 import multiprocessing
+import os
 import signal
+import time
 import weakref
 
 import numpy as np
@@ -27,8 +36,13 @@ from threadpoolctl import ThreadpoolController
 from engine.dispatch import chosen, set_kernels
 from engine.grad_mode import is_grad_enabled, no_grad
 from tinygrad_gpt.errors import TinyGPTError
+from tinygrad_gpt.optim import AdamW
 
 ALIGN = 64  # bytes: each array starts on a cache line
+# How long a process polls its pipe before it sleeps on it, where each has a core of its own: a
+# step makes three round trips, and on the VM of docs/benchmarks.md a process asleep on a pipe
+# answered in 0.43 ms (median; 1.9 at p90), one polling in 0.05 ms.
+SPIN_SECONDS = 0.01
 # This process's ends of every live worker's pipe. A worker forked later inherits them all and
 # closes them, since a copy kept open would hide from an earlier worker that its parent closed it.
 _parent_ends = set()
@@ -52,55 +66,151 @@ class SharedArrays:
         ]
 
 
-class ShardProcesses:
-    """`count` forked workers for `model`'s shards. run(tasks) sends each worker one task, runs
-    `shard(*task)` here on the last, and returns [(loss, gradients)] in task order; a worker's
-    gradients are views of its shared buffer, valid until the next run. shard(*task) must return
-    (loss array, [gradient array or None per parameter])."""
+def owners(sizes, parts):
+    """For each of a list of arrays of these sizes, which of `parts` owns it: contiguous runs of
+    about equal total size (an array is never split)."""
+    total, before = sum(sizes), 0
+    result = []
+    for size in sizes:
+        result.append(min(parts - 1, (before + size // 2) * parts // max(total, 1)))
+        before += size
+    return result
 
-    def __init__(self, model, count, shard):
-        self.model, self.params, self.shard = model, model.parameters(), shard
+
+def add_up(out, fresh, grads):
+    """out = grads[0] + grads[1] + ... where fresh, else out += each, in order; the arithmetic of
+    Tensor.accumulate_grad applied to each in turn."""
+    if fresh and len(grads) >= 2:
+        np.add(grads[0], grads[1], out=out)
+        grads = grads[2:]
+    elif fresh:
+        out[...] = grads[0]
+        grads = grads[1:]
+    for g in grads:
+        out += g
+
+
+class ShardProcesses:
+    """`count` forked workers for `model`'s shards, and this process the last one. step(tasks) runs
+    `shard(*task)` for task i in worker i and the last task here, adds the shards' gradients into
+    the parameters' `.grad` as DataParallel does, and returns the shards' losses. shard(*task) must
+    return (loss array, [gradient array or None per parameter]). With `optimizer` (an AdamW of the
+    model's parameters), `.optimizer` is a SharedAdamW of it, whose steps call update(): every
+    process updates its own parameters.
+
+    A parameter's .grad is then a view of the shared sums: valid until the next step that finds it
+    zeroed (set to None) overwrites it, as it would be if kept."""
+
+    def __init__(self, model, count, shard, optimizer=None):
+        self.model, self.shard = model, shard
+        self.params = model.parameters()
         self.shared_params = SharedArrays([p.data for p in self.params])
-        self.shared_grads = [SharedArrays([p.data for p in self.params]) for _ in range(count)]
+        self._share_parameters()
+        self.owner = owners([p.size for p in self.params], count + 1)  # process count: the parent
+        self.sums = SharedArrays([p.data for p in self.params]).arrays  # what each .grad becomes
+        self.outboxes = []  # per shard: its gradients of the parameters other processes own
+        for me in range(count + 1):
+            others = [k for k, owner in enumerate(self.owner) if owner != me]
+            arrays = SharedArrays([self.params[k].data for k in others]).arrays
+            self.outboxes.append(dict(zip(others, arrays)))
+        self.optimizer = None if optimizer is None else SharedAdamW(optimizer, self)
+        self.spin = SPIN_SECONDS if count + 1 <= len(os.sched_getaffinity(0)) else 0.0
         context = multiprocessing.get_context("fork")
         pipes = [context.Pipe() for _ in range(count)]
         self.conns = [parent for parent, _ in pipes]
         _parent_ends.update(self.conns)
         self.processes = []
-        for (_, child), grads in zip(pipes, self.shared_grads):
-            process = context.Process(
-                target=_serve,
-                args=(child, shard, model, self.shared_params, grads),
-                daemon=True,
-            )
+        for me, (_, child) in enumerate(pipes):
+            process = context.Process(target=_serve, args=(child, self, me), daemon=True)
             process.start()
             child.close()
             self.processes.append(process)
-        self._unanswered = [0] * count  # tasks whose result was never read (the parent was interrupted)
+        self._unanswered = [0] * count  # messages whose answer was never read (the parent was interrupted)
         weakref.finalize(self, _stop, self.conns, self.processes)
 
-    def run(self, tasks):
-        for mine, shared in zip(self.params, self.shared_params.arrays):
-            shared[...] = mine.data
+    def step(self, tasks):
+        self._share_parameters()
+        me = len(self.conns)
         state = (is_grad_enabled(), np.geterr(), chosen(), self.model.training)
-        for i, task in enumerate(tasks[:-1]):
+
+        def mine():  # this process's shard, its gradients for others posted while the workers finish
+            loss, grads = self.shard(*tasks[-1])
+            self._post(me, grads)
+            return loss, grads
+
+        answers = self._ask([("shard", task, state) for task in tasks[:-1]], mine)
+        (loss, grads), shard_results = answers[-1], answers[:-1]
+        present = [flags for _, flags in shard_results] + [[g is not None for g in grads]]
+        fresh = [self._fresh(k) for k in range(len(self.params))]
+        self._ask([("sum", present, fresh)] * me, lambda: self._sum(me, grads, present, fresh))
+        for k, p in enumerate(self.params):
+            if any(flags[k] for flags in present):
+                p.grad = self.sums[k]
+        return [loss for loss, _ in shard_results] + [loss]
+
+    def update(self):
+        """The optimizer's update at its lr and step count, each process updating the parameters it owns."""
+        self._share_parameters()
+        has_grad = [not self._fresh(k) for k in range(len(self.params))]
+        for k, p in enumerate(self.params):
+            if has_grad[k]:
+                p.grad = self.sums[k]
+        message = ("update", self.optimizer.lr, self.optimizer.step_count, has_grad)
+        self._ask([message] * len(self.conns), lambda: self._update(len(self.conns), has_grad))
+
+    def _share_parameters(self):
+        """Make every parameter's array a view of the shared one (a copy in where it was replaced)."""
+        for p, shared in zip(self.params, self.shared_params.arrays):
+            if p.data is not shared:
+                shared[...] = p.data
+                p.data = shared
+
+    def _fresh(self, k):
+        """Whether parameter k's summed gradient starts from nothing; a .grad kept elsewhere is
+        copied into its sum first."""
+        grad = self.params[k].grad
+        if grad is not None and grad is not self.sums[k]:
+            self.sums[k][...] = grad
+        return grad is None
+
+    def _post(self, me, grads):
+        for k, out in self.outboxes[me].items():
+            if grads[k] is not None:
+                out[...] = grads[k]
+
+    def _sum(self, me, grads, present, fresh):
+        for k, owner in enumerate(self.owner):
+            if owner == me:
+                shards = [grads[k] if s == me else self.outboxes[s][k] for s, flags in enumerate(present) if flags[k]]
+                if shards:
+                    add_up(self.sums[k], fresh[k], shards)
+
+    def _update(self, me, has_grad):
+        mine = [k for k, owner in enumerate(self.owner) if owner == me]
+        for k in mine:  # a worker's .grad is set here only: the parent's say which parameters have one
+            self.params[k].grad = self.sums[k] if has_grad[k] else None
+        mine = {id(self.params[k]) for k in mine}
+        self.optimizer.update([(name, p) for name, p in self.optimizer.named_parameters if id(p) in mine])
+
+    def _ask(self, messages, mine):
+        """Send worker i messages[i], run mine() here meanwhile, and return [each worker's answer,
+        mine()'s result]. Every worker is waited for, so none is busy when this returns; mine()'s
+        error, else the first worker's, is raised."""
+        for i, message in enumerate(messages):
             self._drain(i)
             try:
-                self.conns[i].send((task, state))
+                self.conns[i].send(message)
             except OSError:  # BrokenPipeError: the worker is gone (and the CLI would take it for stdout's)
                 self._died(i)
             self._unanswered[i] += 1
         try:
-            last = self.shard(*tasks[-1])
-        finally:  # every worker is waited for, so none is still busy when this returns
-            outcomes = [self._receive(i) for i in range(len(self.conns))]
-        results = []
-        for (ok, value), grads in zip(outcomes, self.shared_grads):
+            last = mine()
+        finally:
+            outcomes = [self._receive(i) for i in range(len(messages))]
+        for ok, value in outcomes:
             if not ok:
                 raise value
-            loss, present = value
-            results.append((loss, [g if has else None for g, has in zip(grads.arrays, present)]))
-        return results + [last]
+        return [value for _, value in outcomes] + [last]
 
     def _drain(self, i):
         while self._unanswered[i]:
@@ -108,7 +218,7 @@ class ShardProcesses:
 
     def _receive(self, i):
         try:
-            outcome = self.conns[i].recv()
+            outcome = _poll_then_receive(self.conns[i], self.spin)
         except (EOFError, OSError):
             self._died(i)
         self._unanswered[i] -= 1
@@ -122,34 +232,69 @@ class ShardProcesses:
         ) from None
 
 
-def _serve(conn, shard, model, shared_params, shared_grads):
-    """A worker's life: take a task, run the shard on the shared parameters, hand back the loss and
-    which gradients it wrote; until the parent's end of the pipe closes."""
+class SharedAdamW(AdamW):
+    """`optimizer`'s AdamW (its parameters, settings, moments and step count) with its moments in
+    the shared memory of `processes`, a ShardProcesses of the same model, whose processes share
+    out each step: each updates the parameters whose gradients it summed."""
+
+    def __init__(self, optimizer, processes):
+        betas = (optimizer.beta1, optimizer.beta2)
+        super().__init__(optimizer.named_parameters, optimizer.lr, betas, optimizer.eps, optimizer.weight_decay)
+        self.step_count, self.processes = optimizer.step_count, processes
+        for kind in ("exp_avg", "exp_avg_sq"):
+            moments = getattr(optimizer, kind)
+            shared = SharedArrays(list(moments.values())).arrays
+            for a, b in zip(shared, moments.values()):
+                a[...] = b
+            setattr(self, kind, dict(zip(moments, shared)))
+
+    def step(self):
+        self.step_count += 1
+        self.processes.update()
+
+
+def _serve(conn, processes, me):
+    """Worker `me`'s life: answer the parent's messages (run a shard, sum its gradients, update its
+    parameters) until the parent's end of the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ThreadpoolController().limit(limits=1, user_api="blas")  # for good: one core per shard
     for parent_end in _parent_ends:  # inherited; kept open they would hide the parent's exit
         parent_end.close()
-    for p, shared in zip(model.parameters(), shared_params.arrays):
-        p.data = shared
+    model, grads = processes.model, None
     while True:
         try:
-            task, (grad_enabled, errors, kernels, training) = conn.recv()
+            kind, *message = _poll_then_receive(conn, processes.spin)
         except (EOFError, OSError):
             return
         try:
-            set_kernels(kernels)
-            model.train(training)
-            with contextlib.nullcontext() if grad_enabled else no_grad(), np.errstate(**errors):
-                loss, grads = shard(*task)
-            for g, out in zip(grads, shared_grads.arrays):
-                if g is not None:
-                    out[...] = g
-            conn.send((True, (loss, [g is not None for g in grads])))
+            if kind == "shard":
+                task, (grad_enabled, errors, kernels, training) = message
+                set_kernels(kernels)
+                model.train(training)
+                with contextlib.nullcontext() if grad_enabled else no_grad(), np.errstate(**errors):
+                    loss, grads = processes.shard(*task)
+                processes._post(me, grads)
+                answer = (loss, [g is not None for g in grads])
+            elif kind == "sum":
+                processes._sum(me, grads, *message)
+                answer = grads = None
+            else:  # "update"
+                processes.optimizer.lr, processes.optimizer.step_count, has_grad = message
+                processes._update(me, has_grad)
+                answer = None
+            conn.send((True, answer))
         except BaseException as e:  # handed to the parent, which raises it
             try:
                 conn.send((False, e))
             except Exception:  # an exception that does not pickle
                 conn.send((False, RuntimeError(f"{type(e).__name__}: {e}")))
+
+
+def _poll_then_receive(conn, seconds):
+    deadline = time.perf_counter() + seconds
+    while not conn.poll() and time.perf_counter() < deadline:
+        pass
+    return conn.recv()
 
 
 def _stop(conns, processes):

@@ -170,8 +170,8 @@ def train(config, out_dir="out", data=None, resume=False, world=None, zero=0):
 
     model.train()
     xp = backend.get_xp()
-    parallel, params, sum_over = data_parallel(model, optimizer, world, shards)
-    backend.keep_freed_host_memory()  # a training step makes many large temporaries
+    backend.keep_freed_host_memory()  # a step makes many large temporaries (set before workers fork)
+    parallel, optimizer, params, sum_over = data_parallel(model, optimizer, world, shards)
     accumulate = config.gradient_accumulation_steps
     tokens_per_step = config.batch_size * accumulate * config.block_size
     start = time.time()
@@ -269,13 +269,18 @@ def shard_workers(world):
 def data_parallel(model, optimizer, world, threads):
     """How a training step is shared out: (what runs forward and backward, `step(x, y, seed, scale)`,
     over `threads` shards (worker processes or threads: shard_workers) and the ranks of `world`, or
-    None for the plain one-thread step; the tensors whose gradients clipping scales; what sums
-    their norm over ranks where they are shards)."""
+    None for the plain one-thread step; the optimizer to step, which worker processes share out;
+    the tensors whose gradients clipping scales; what sums their norm over ranks where they are
+    shards)."""
     if isinstance(optimizer, ShardedAdamW):  # ZeRO-1: this rank holds its optimizer's shard of the gradients
-        return ZeroDataParallel(model, world, threads, optimizer), optimizer.pieces, world.allreduce_sum
+        parallel = ZeroDataParallel(model, world, threads, optimizer)
+        return parallel, optimizer, optimizer.pieces, world.allreduce_sum
     if world.distributed:
-        return DistributedDataParallel(model, world, threads), model.parameters(), None
-    return DataParallel(model, threads) if threads > 1 else None, model.parameters(), None
+        return DistributedDataParallel(model, world, threads), optimizer, model.parameters(), None
+    if threads == 1:
+        return None, optimizer, model.parameters(), None
+    parallel = DataParallel(model, threads, optimizer=optimizer)
+    return parallel, parallel.optimizer, model.parameters(), None
 
 
 def _check_same_model(config, saved):
