@@ -109,8 +109,8 @@ def run(args, folder):
     ours.train()
     optimizer = AdamW(ours.named_parameters(), lr=3e-5, betas=(0.9, 0.95), weight_decay=0.1)
     shards = default_shards(args.batch_size)
-    forward_backward = DataParallel(ours, shards)
-    params = ours.parameters()
+    forward_backward = DataParallel(ours, shards, optimizer=optimizer)  # as training does:
+    optimizer, params = forward_backward.optimizer, ours.parameters()  # the processes share AdamW out
 
     def train_ours():
         forward_backward.step(x, y, 0)
