@@ -18,7 +18,7 @@ from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
 from tinygrad_gpt.parallel import DataParallel, _Worker, default_shards, default_workers
-from tinygrad_gpt.shard_processes import SharedAdamW, WorkerDied
+from tinygrad_gpt.shard_processes import SharedAdamW, WorkerDied, owners
 
 WORKERS = ["processes", "threads"]
 
@@ -117,6 +117,17 @@ def test_worker_processes_share_out_adamw_with_the_same_bits(shards):
     assert states[0]["step"] == states[1]["step"] == 4
     for name, moment in states[1]["tensors"].items():
         np.testing.assert_array_equal(states[0]["tensors"][name], moment)
+
+
+def test_each_process_owns_a_contiguous_run_of_about_equal_size():
+    assert owners([3, 3, 3, 3], 2) == [0, 0, 1, 1]
+    assert owners([1] * 7, 3) == [0, 0, 0, 1, 1, 2, 2]
+    assert owners([100, 1, 1], 2) == [0, 1, 1]  # an array is never split, so a big one stands alone
+    sizes = [p.size for p in tiny_model().parameters()]
+    runs = owners(sizes, 2)
+    assert runs == sorted(runs) and set(runs) == {0, 1}
+    share = sum(size for size, owner in zip(sizes, runs) if owner == 0) / sum(sizes)
+    assert 0.4 < share < 0.6
 
 
 @pytest.mark.parametrize("workers", WORKERS)
