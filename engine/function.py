@@ -28,20 +28,22 @@ class Function:
     def apply(cls, *inputs, **params):
         """Run the op on `inputs` (Tensors and plain values) and, when a gradient may flow back
         through it, record the node that will run its backward."""
+        # (lists where generators would read as well: this runs for every op, and they are quicker)
         check_same_device(cls.__name__, inputs)
-        inputs = tuple(_operand(x) for x in inputs)
+        inputs = [_operand(x) for x in inputs]
         fn = cls()
-        fn.needs_input_grad = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
+        fn.needs_input_grad = tuple([isinstance(x, Tensor) and x.requires_grad for x in inputs])
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         result = timed(cls.__name__, "forward", fn.forward, *arrays, **params)
-        outputs = tuple(Tensor._from_array(a) for a in (result if isinstance(result, tuple) else (result,)))
+        several = isinstance(result, tuple)
+        outputs = tuple([Tensor._from_array(a) for a in result]) if several else (Tensor._from_array(result),)
         if is_grad_enabled() and any(fn.needs_input_grad):
             # only the inputs a gradient goes to are kept: the walk needs nothing else
-            fn.inputs = tuple(x if needs else None for x, needs in zip(inputs, fn.needs_input_grad))
+            fn.inputs = tuple([x if needs else None for x, needs in zip(inputs, fn.needs_input_grad)])
             fn.n_outputs = len(outputs)
             for index, out in enumerate(outputs):
                 out.requires_grad, out._ctx, out._output_index = True, fn, index
-        return outputs if isinstance(result, tuple) else outputs[0]
+        return outputs if several else outputs[0]
 
     def forward(self, *arrays, **params):
         raise NotImplementedError
