@@ -23,7 +23,6 @@ import threading
 import engine
 from engine import Tensor, backend
 from engine.trace import is_tracing
-from kernels.array_module import xp_of
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.shard_processes import ShardProcesses
 
@@ -109,12 +108,12 @@ class DataParallel:
         self.workers = workers or default_workers()
         if self.workers not in WORKERS:
             raise ValueError(f"workers must be one of {WORKERS}, got {self.workers!r}")
-        self.optimizer = optimizer
         if shards > 1 and self.workers == "processes":
             self._processes = ShardProcesses(model, shards - 1, self._shard, optimizer)
-            self.optimizer = self._processes.optimizer or optimizer
+            self.optimizer = self._processes.optimizer
         else:  # idle threads wait on a queue (daemon threads: they end with the process)
             self._threads = [_Worker() for _ in range(shards - 1)]
+            self.optimizer = optimizer
 
     def step(self, x, y, seed, scale=1.0):
         n = len(x)
@@ -132,11 +131,7 @@ class DataParallel:
             with self.blas.limit(limits=1, user_api="blas"):
                 results = self._run_threads(tasks)
         for p, *grads in zip(self.params, *(g for _, g in results)):
-            if p.grad is None and len(grads) == 2 and grads[0] is not None and grads[1] is not None:
-                # the same sum in one pass, into the last shard's array, instead of a copy of the first
-                p.accumulate_grad(xp_of(grads[1]).add(grads[0], grads[1], out=grads[1]))
-                continue
-            for g in grads:
+            for g in grads:  # engine.grad's arrays are this process's own: the first becomes .grad
                 if g is not None:
                     p.accumulate_grad(g)
         return Tensor._from_array(sum(loss for loss, _ in results))

@@ -141,7 +141,7 @@ class ShardProcesses:
         answers = self._ask([("shard", task, state) for task in tasks[:-1]], mine)
         (loss, grads), shard_results = answers[-1], answers[:-1]
         present = [flags for _, flags in shard_results] + [[g is not None for g in grads]]
-        fresh = [self._fresh(k) for k in range(len(self.params))]
+        fresh = [not self._adopt_grad(k) for k in range(len(self.params))]
         self._ask([("sum", present, fresh)] * me, lambda: self._sum(me, grads, present, fresh))
         for k, p in enumerate(self.params):
             if any(flags[k] for flags in present):
@@ -151,10 +151,7 @@ class ShardProcesses:
     def update(self):
         """The optimizer's update at its lr and step count, each process updating the parameters it owns."""
         self._share_parameters()
-        has_grad = [not self._fresh(k) for k in range(len(self.params))]
-        for k, p in enumerate(self.params):
-            if has_grad[k]:
-                p.grad = self.sums[k]
+        has_grad = [self._adopt_grad(k) for k in range(len(self.params))]
         message = ("update", self.optimizer.lr, self.optimizer.step_count, has_grad)
         self._ask([message] * len(self.conns), lambda: self._update(len(self.conns), has_grad))
 
@@ -165,13 +162,14 @@ class ShardProcesses:
                 shared[...] = p.data
                 p.data = shared
 
-    def _fresh(self, k):
-        """Whether parameter k's summed gradient starts from nothing; a .grad kept elsewhere is
-        copied into its sum first."""
-        grad = self.params[k].grad
-        if grad is not None and grad is not self.sums[k]:
-            self.sums[k][...] = grad
-        return grad is None
+    def _adopt_grad(self, k):
+        """Whether parameter k has a .grad, made the view of its shared sum (a .grad kept
+        elsewhere, by a plain backward say, is copied in first)."""
+        p = self.params[k]
+        if p.grad is not None and p.grad is not self.sums[k]:
+            self.sums[k][...] = p.grad
+            p.grad = self.sums[k]
+        return p.grad is not None
 
     def _post(self, me, grads):
         for k, out in self.outboxes[me].items():
