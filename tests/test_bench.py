@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from kernels import cpu
+from kernels.cpu import mkl
 from tinygrad_gpt.bench import VOCAB_SIZE, bench, report
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
@@ -41,8 +42,9 @@ def test_profile_shows_what_each_op_keeps_for_backward_and_the_step_peak(profile
         assert op in out.split("keeps for the backward")[1]
 
 
-def test_vs_torch_without_torch_is_a_usage_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+def test_vs_torch_without_torch_is_a_usage_error(monkeypatch, tmp_path):
+    (tmp_path / "torch.py").write_text("raise ImportError('no torch here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # where PyTorch's process will look first
     with pytest.raises(UsageError, match="needs PyTorch"):
         bench("tiny", iters=1, warmup=0, vs_torch=True)
 
@@ -53,6 +55,21 @@ def test_vs_torch_times_the_same_model():
     assert result["torch"]["first_loss_diff"] < 1e-4  # the twin starts from our weights
     assert result["torch"]["ms_per_iter"] > 0
     assert result["ratio_vs_torch"] == pytest.approx(result["ms_per_iter"] / result["torch"]["ms_per_iter"])
+
+
+def test_vs_torch_runs_pytorch_in_a_process_of_its_own():
+    """So that PyTorch keeps its own MKL and threads, and ours ours (kernels/cpu/mkl.py)."""
+    pytest.importorskip("torch")
+    code = "import sys; from tinygrad_gpt.bench import bench; bench('tiny', iters=1, warmup=0, vs_torch=True); "
+    code += "print('torch' in sys.modules)"
+    assert _in_a_process(code) == "False"
+
+
+def test_vs_torch_a_dead_torch_process_is_an_error_not_a_hang(monkeypatch, tmp_path):
+    (tmp_path / "torch.py").write_text("import os\nos._exit(3)\n")  # PyTorch's process dies at its import
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match="PyTorch's process ended with exit code 3"):
+        bench("tiny", iters=1, warmup=0, vs_torch=True)
 
 
 def test_shape_replaces_the_presets_sizes():
@@ -69,11 +86,14 @@ def test_bad_shape_is_a_usage_error():
         bench("tiny", iters=1, warmup=0, shape={"n_embd": 64, "n_head": 3})
 
 
-def _cpu_kernels(**env):
-    code = "from tinygrad_gpt.bench import cpu_kernels; print(cpu_kernels())"
+def _in_a_process(code, **env):
     result = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+def _cpu_kernels(**env):
+    return _in_a_process("from tinygrad_gpt.bench import cpu_kernels; print(cpu_kernels())", **env)
 
 
 def test_cpu_kernels_reports_numpys_blass_and_numbas_choice():
@@ -81,8 +101,21 @@ def test_cpu_kernels_reports_numpys_blass_and_numbas_choice():
     if "X86_V4" not in line or "openblas" not in line:
         pytest.skip(f"the other instruction set is measured from an AVX-512 CPU with OpenBLAS; here: {line}")
     avx2 = _cpu_kernels(
-        NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR", OPENBLAS_CORETYPE="Haswell", NUMBA_CPU_NAME="haswell"
+        NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR",
+        OPENBLAS_CORETYPE="Haswell",
+        NUMBA_CPU_NAME="haswell",
+        MKL_ENABLE_INSTRUCTIONS="AVX2",
     )
     assert "tanh X86_V3" in avx2 and "SkylakeX" in line and "SkylakeX" not in avx2 and "Haswell" in avx2, avx2
     if cpu.AVAILABLE:
-        assert avx2.endswith(" haswell") and not line.endswith(" haswell"), (line, avx2)
+        assert " haswell" in avx2 and " haswell" not in line, (line, avx2)
+    if mkl.AVAILABLE:
+        assert avx2.endswith(" AVX2") and not line.endswith(" AVX2"), (line, avx2)
+
+
+def test_reports_the_worker_processes_peak_memory():
+    code = "from tinygrad_gpt.bench import bench; r = bench('tiny', iters=1, warmup=0, shape={'batch_size': 4}); "
+    code += "print(r['shard_workers'], r.get('worker_peak_rss_mb'))"
+    workers, peak = _in_a_process(code, TINYGPT_CPU_THREADS="2", TINYGPT_CPU_WORKERS="processes").split()
+    assert workers == "processes"
+    assert float(peak) > 20  # Python with NumPy, at least: not the few MB of a child that only ran a command

@@ -7,8 +7,11 @@ random tokens; `time_steps` times any such callable the same way, so another imp
 
 import gc
 import json
+import os
+import pickle
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -20,6 +23,7 @@ from engine import backend
 from engine.dispatch import kernels_for
 from engine.memory import peak_bytes, saved_for_backward
 from engine.profiler import profile as engine_profile
+from kernels.cpu import mkl
 from kernels.cpu import target as numba_target
 from tinygrad_gpt.distributed import World
 from tinygrad_gpt.errors import UsageError
@@ -30,6 +34,7 @@ from tinygrad_gpt.presets import preset_config
 from tinygrad_gpt.train import data_parallel, shard_workers
 from tinygrad_gpt.zero import ShardedAdamW
 
+NEEDS_TORCH = "--vs-torch needs PyTorch, which is not importable here (pip install torch; never a dependency of ours)"
 VOCAB_SIZE = 65  # Tiny Shakespeare's character count, so the shapes are the real run's
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "batch_size")  # what `shape` may replace
 
@@ -105,18 +110,20 @@ def device_name():
     return cuda.runtime.getDeviceProperties(cuda.Device().id)["name"].decode()
 
 
-def cpu_kernels():
-    """Which machine code NumPy, BLAS and Numba picked for this CPU (from its instruction sets,
-    unless NPY_DISABLE_CPU_FEATURES, OPENBLAS_CORETYPE or NUMBA_CPU_NAME say otherwise), as one
-    line: NumPy's float32 tanh (GELU's; its AVX2 loop is 5x slower than its AVX-512 one), BLAS's
-    kernels, and the CPU Numba compiles the cpu kernels for."""
+def cpu_kernels(rung="cpu"):
+    """Which machine code NumPy, BLAS, Numba and MKL picked for this CPU (from its instruction sets,
+    unless NPY_DISABLE_CPU_FEATURES, OPENBLAS_CORETYPE, NUMBA_CPU_NAME or MKL_ENABLE_INSTRUCTIONS
+    say otherwise), as one line: NumPy's float32 tanh (GELU's; its AVX2 loop is 5x slower than its
+    AVX-512 one), NumPy's BLAS and its kernels, the CPU Numba compiles the cpu kernels for, and MKL
+    where the `rung`'s Linear products use it (the cpu rung's, kernels/cpu/mkl.py)."""
     introspect = getattr(np.lib, "introspect", None)  # NumPy >= 2.1
     tanh = introspect.opt_func_info(func_name="^tanh$", signature="float32") if introspect else {}
     target = next(iter(tanh.get("tanh", {}).values()), {}).get("current", "unknown")
-    blas = next((b for b in threadpool_info() if b["user_api"] == "blas"), None)
+    blas = next((b for b in threadpool_info() if b["user_api"] == "blas" and b["filepath"] != mkl.PATH), None)
     blas = f"{blas['internal_api']} {blas['version']} {blas.get('architecture', '')}".rstrip() if blas else "unknown"
     numba = numba_target()
-    return f"NumPy float32 tanh {target}, BLAS {blas}" + (f", {numba}" if numba else "")
+    line = f"NumPy float32 tanh {target}, BLAS {blas}" + (f", {numba}" if numba else "")
+    return line + (f", Linear products by {mkl.version()}" if rung == "cpu" and mkl.AVAILABLE else "")
 
 
 def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None, zero=0, shape=None):
@@ -126,10 +133,10 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
     zero=1 ZeRO-1's), and the Allreduce of its gradients is also timed alone. optimizer_mb: what
     AdamW's moments take in this process.
 
-    vs_torch: also time the same model and recipe in PyTorch eager, in the same run on the same
-    device, interleaved in blocks (ours, then torch, repeated) so neither always runs on a cold
-    cache or beside the other's still-spinning worker threads. profile: add a per-op table of
-    time, and one of the memory each op keeps for the backward, with the step's peak.
+    vs_torch: also time the same model and recipe in PyTorch eager, on the same device in a process
+    of its own (TorchContender), interleaved in blocks (ours, then torch, repeated) so neither
+    always runs on a cold cache or beside the other's still-spinning worker threads. profile: add a
+    per-op table of time, and one of the memory each op keeps for the backward, with the step's peak.
     """
     if iters < 1 or warmup < 0:
         raise UsageError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
@@ -144,6 +151,7 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
     shards = default_shards(config.batch_size // world.size, world.local_size)
     backend.keep_freed_host_memory()  # as training does
     step, model, optimizer = tinygpt_step(config, shards=shards, world=world, zero=zero)
+    kernels = kernels_for(model.transformer.wte.weight.data).name
     result = {
         "preset": preset,
         "backend": backend.name(),
@@ -151,13 +159,13 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
         "iters": iters,
         "warmup": warmup,
         **{name: getattr(config, name) for name in SHAPE_FIELDS},
-        "cpu_kernels": cpu_kernels() if backend.name() == "numpy" else None,
+        "cpu_kernels": cpu_kernels(kernels) if backend.name() == "numpy" else None,
         "shards": shards,  # per process
         "shard_workers": None if shards == 1 else shard_workers(world),
         "processes": world.size,
         "zero": zero,
         "optimizer_mb": sum(a.nbytes for m in (optimizer.exp_avg, optimizer.exp_avg_sq) for a in m.values()) / 2**20,
-        "kernels": kernels_for(model.transformer.wte.weight.data).name,
+        "kernels": kernels,
     }
     if not vs_torch:
         times = time_steps(step, iters, warmup)
@@ -165,28 +173,24 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
         initial_weights = {name: backend.to_numpy(a).copy() for name, a in model.state_dict().items()}
         first_loss = _first_loss(model, config)
         time_steps(step, 0, max(warmup, 1))
-        peak_before_torch = peak_host_rss_mb()  # ours alone, after full steps (torch not imported yet)
-        torch = TorchContender(config, model.config, initial_weights)
-        time_steps(torch.step, 0, warmup, torch.synchronize)
+        torch = TorchContender(config, model.config, initial_weights, warmup)
         times, torch_times = [], []
         block = max(1, iters // 5)
         while len(times) < iters:
             times += time_steps(step, block, 0)
-            torch_times += time_steps(torch.step, block, 0, torch.synchronize)
+            torch_times += torch.time_steps(block)
         times, torch_times = times[:iters], torch_times[:iters]
         result["torch"] = {
             "version": torch.version,
             "ms_per_iter": statistics.median(torch_times) * 1e3,
             "first_loss_diff": abs(torch.first_loss - first_loss),
-            "peak_mem_mb": torch.peak_mem_mb(),
         }
-        if backend.name() != "cupy":
-            result["torch"]["peak_mem_mb"] = None  # one process: its RSS is shared, see peak_host_rss_mb
-            result["peak_host_rss_mb_before_torch"] = peak_before_torch
     if result["shard_workers"] == "processes":
-        del step  # and with it the worker processes, so that their peak memory can be read
+        del step, optimizer  # and with them the worker processes, so that their peak memory can be read
         gc.collect()
-        result["worker_peak_rss_mb"] = peak_host_rss_mb(resource.RUSAGE_CHILDREN)
+        result["worker_peak_rss_mb"] = peak_host_rss_mb(resource.RUSAGE_CHILDREN)  # before torch's ends
+    if vs_torch:
+        result["torch"]["peak_mem_mb"] = torch.close()
     seconds = statistics.median(times)
     device_mb = peak_device_mb()
     host_mb = peak_host_rss_mb()
@@ -194,7 +198,7 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
         {
             "ms_per_iter": seconds * 1e3,
             "tokens_per_s": config.batch_size * config.block_size / seconds,
-            "peak_mem_mb": device_mb if device_mb is not None else result.get("peak_host_rss_mb_before_torch", host_mb),
+            "peak_mem_mb": device_mb if device_mb is not None else host_mb,
             "peak_host_rss_mb": host_mb,
         }
     )
@@ -241,32 +245,45 @@ def _first_loss(model, config):
 
 
 class TorchContender:
-    """The PyTorch twin of the benchmark, built from our initial weights on our device."""
+    """The PyTorch twin of the benchmark, built from our initial weights on our device, in a process
+    of its own (tinygrad_gpt/torch_contender.py): PyTorch carries its own MKL, and where
+    ours was loaded first (kernels/cpu/mkl.py) PyTorch's calls would run ours instead, under our
+    thread limits. So the twin runs with TINYGPT_MKL=0, as a PyTorch user's script would, with its
+    default threads, and waits while ours runs. Requests and answers are pickled over its stdin
+    and stdout: if it dies, reading its answer ends instead of waiting."""
 
-    def __init__(self, config, model_config, initial_weights):
+    def __init__(self, config, model_config, initial_weights, warmup):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where tinygrad_gpt imports from
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, "TINYGPT_MKL": "0", "PYTHONPATH": path}
+        command = [sys.executable, "-m", "tinygrad_gpt.torch_contender"]
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        device = "cuda" if backend.name() == "cupy" else "cpu"
+        self.version, self.first_loss = self._ask((config, model_config, initial_weights, warmup, device))
+
+    def time_steps(self, iters):
+        """Seconds per step of the twin's next `iters` steps."""
+        return self._ask(iters)
+
+    def close(self):
+        """Ends the twin's process; its peak memory in MB on the GPU (PyTorch's reserved memory, the
+        peer of CuPy's pool), or None on the CPU."""
+        peak = self._ask(None)
+        self._process.wait()
+        return peak
+
+    def _ask(self, request):
         try:
-            import torch
-
-            from tinygrad_gpt.torch_reference import torch_step
-        except ImportError:
-            raise UsageError(
-                "--vs-torch needs PyTorch, which is not importable here "
-                "(pip install torch; it is never a dependency of tinygrad_gpt)"
-            ) from None
-        self._torch = torch
-        self.version = torch.__version__
-        self.device = "cuda" if backend.name() == "cupy" else "cpu"
-        x, y = random_batch(config)
-        self.step, self.first_loss = torch_step(model_config, config, initial_weights, x, y, self.device)
-
-    def synchronize(self):
-        if self.device == "cuda":
-            self._torch.cuda.synchronize()
-
-    def peak_mem_mb(self):
-        if self.device != "cuda":
-            return None
-        return self._torch.cuda.max_memory_reserved() / 2**20
+            pickle.dump(request, self._process.stdin)
+            self._process.stdin.flush()
+            kind, answer = pickle.load(self._process.stdout)
+        except (BrokenPipeError, EOFError):
+            raise RuntimeError(f"PyTorch's process ended with exit code {self._process.wait()}") from None
+        if kind == "usage":
+            raise UsageError(answer)
+        if kind == "error":
+            raise RuntimeError(f"in PyTorch's process: {answer}")
+        return answer
 
 
 def report(result, as_json=False):

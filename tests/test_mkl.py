@@ -1,0 +1,70 @@
+"""kernels/cpu/mkl.py: MKL's float32 product against NumPy's, on every layout it is handed, and the
+switch that turns it off. The product tests skip where the `mkl` extra is not installed."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kernels.cpu import mkl
+from tinygrad_gpt.bench import cpu_kernels
+
+needs_mkl = pytest.mark.skipif(not mkl.AVAILABLE, reason=str(mkl.MISSING))
+
+
+def _layouts(rows, inner, seed):
+    """A (rows, inner) float32 matrix as C-ordered, as a transposed view, as a slice of a wider
+    array (a leading dimension above its width), and as views MKL cannot read (copied first)."""
+    rng = np.random.default_rng(seed)
+    wide = rng.standard_normal((rows, inner + 3), dtype=np.float32)
+    yield "C-ordered", np.ascontiguousarray(wide[:, :inner])
+    yield "transposed", np.ascontiguousarray(wide[:, :inner].T).T
+    yield "a slice", wide[:, :inner]
+    yield "every other column", rng.standard_normal((rows, 2 * inner), dtype=np.float32)[:, ::2]
+    yield "reversed rows", np.ascontiguousarray(wide[:, :inner])[::-1]
+
+
+@needs_mkl
+@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (5, 3, 7), (64, 128, 96), (37, 1, 19)])
+def test_matmul_matches_numpy_on_every_layout(m, k, n):
+    for a_name, a in _layouts(m, k, seed=1):
+        for b_name, b in _layouts(k, n, seed=2):
+            got = mkl.matmul(a, b)
+            want = a.astype(np.float64) @ b.astype(np.float64)
+            assert got.dtype == np.float32 and got.shape == (m, n) and got.flags.c_contiguous
+            scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)  # the sum's size
+            assert np.all(np.abs(got - want) <= 8 * k * np.finfo(np.float32).eps * scale), (a_name, b_name)
+
+
+@needs_mkl
+def test_matmul_leaves_its_inputs_and_what_mkl_does_not_take_to_numpy():
+    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.arange(12, dtype=np.float32).reshape(3, 4)
+    before = a.copy(), b.copy()
+    np.testing.assert_array_equal(mkl.matmul(a, b), a @ b)  # small integers: exact either way
+    np.testing.assert_array_equal(a, before[0])
+    np.testing.assert_array_equal(b, before[1])
+    for x, y in [(a.astype(np.float64), b.astype(np.float64)), (a[:, :0], b[:0]), (a[None], b)]:
+        np.testing.assert_array_equal(mkl.matmul(x, y), x @ y)  # float64, empty, batched
+        assert mkl.matmul(x, y).dtype == (x @ y).dtype
+    with pytest.raises(ValueError):
+        mkl.matmul(a, a)  # NumPy's message for shapes that do not chain
+
+
+@needs_mkl
+def test_bench_names_mkl_where_the_rung_uses_it():
+    assert f"Linear products by {mkl.version()}" in cpu_kernels("cpu")
+    assert "MKL" not in cpu_kernels("fast")
+
+
+def _in_a_process(code, **env):
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_tinygpt_mkl_0_turns_it_off():
+    code = "from kernels.cpu import mkl; from tinygrad_gpt.bench import cpu_kernels; print(mkl.MISSING, cpu_kernels())"
+    out = _in_a_process(code, TINYGPT_MKL="0")
+    assert out.startswith("TINYGPT_MKL=0") and "MKL" not in out.split(" ", 1)[1]
