@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from kernels.cpu import mkl
+from kernels import matmul
+from kernels.cpu import linear, mkl
 from tinygrad_gpt.bench import cpu_kernels
 
 needs_mkl = pytest.mark.skipif(not mkl.AVAILABLE, reason=str(mkl.MISSING))
@@ -68,3 +69,16 @@ def test_tinygpt_mkl_0_turns_it_off():
     code = "from kernels.cpu import mkl; from tinygrad_gpt.bench import cpu_kernels; print(mkl.MISSING, cpu_kernels())"
     out = _in_a_process(code, TINYGPT_MKL="0")
     assert out.startswith("TINYGPT_MKL=0") and "MKL" not in out.split(" ", 1)[1]
+
+
+@pytest.mark.parametrize("with_mkl", [pytest.param(True, marks=needs_mkl), False], ids=["mkl", "numpy"])
+def test_cpu_linear_matches_plain_with_and_without_mkl(monkeypatch, with_mkl):
+    monkeypatch.setattr(mkl, "AVAILABLE", with_mkl)  # matmul asks at every call
+    rng = np.random.default_rng(0)
+    x, dout = rng.standard_normal((3, 5, 16), dtype=np.float32), rng.standard_normal((3, 5, 24), dtype=np.float32)
+    bias = rng.standard_normal(24, dtype=np.float32)
+    for weight in (rng.standard_normal((16, 24), dtype=np.float32), rng.standard_normal((24, 16), dtype=np.float32).T):
+        got = [linear.linear_forward(x, weight, bias), *linear.linear_backward(dout, x, weight)]
+        want = [matmul.linear_forward(x, weight, bias), *matmul.linear_backward(dout, x, weight)]
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
