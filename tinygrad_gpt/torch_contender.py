@@ -33,6 +33,8 @@ def serve(requests, answers):
         while (iters := pickle.load(requests)) is not None:
             answer("ok", time_steps(step, iters, 0, synchronize))
         answer("ok", torch.cuda.max_memory_reserved() / 2**20 if device == "cuda" else None)
+    except EOFError:
+        return  # the benchmark ended without closing the twin (an error, or interrupted): so do we
     except Exception as error:
         answer("error", f"{type(error).__name__}: {error}")
 

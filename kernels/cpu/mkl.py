@@ -1,7 +1,7 @@
 """C = A @ B for float32 matrices through Intel MKL's cblas_sgemm, where the `mkl` extra is installed.
 
 NumPy's wheels multiply with OpenBLAS. On our AVX-512 machine MKL, which PyTorch multiplies with on
-x86, ran the Linear layers' products 1.15-1.25x faster (docs/benchmarks.md): most of a step's
+x86, ran the Linear layers' products 1.1-1.25x faster (docs/benchmarks.md): most of a step's
 time there. MKL comes as a 221 MB wheel of Intel's, so it is optional (pip install -e ".[mkl]").
 When its library is there and TINYGPT_MKL is not 0, `matmul` sends 2-D float32 operands to it
 through ctypes; anything else, and every product without it, goes to NumPy's `@`. The numbers
