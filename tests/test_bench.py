@@ -1,13 +1,10 @@
 """tinygpt bench: its comparison with PyTorch, its per-op profile, other model sizes, the CPU code it reports."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from kernels import cpu
 from kernels.cpu import mkl
+from tiny_runs import python_output
 from tinygrad_gpt.bench import VOCAB_SIZE, bench, report
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
@@ -62,7 +59,7 @@ def test_vs_torch_runs_pytorch_in_a_process_of_its_own():
     pytest.importorskip("torch")
     code = "import sys; from tinygrad_gpt.bench import bench; bench('tiny', iters=1, warmup=0, vs_torch=True); "
     code += "print('torch' in sys.modules)"
-    assert _in_a_process(code) == "False"
+    assert python_output(code) == "False"
 
 
 def test_vs_torch_a_dead_torch_process_is_an_error_not_a_hang(monkeypatch, tmp_path):
@@ -86,14 +83,8 @@ def test_bad_shape_is_a_usage_error():
         bench("tiny", iters=1, warmup=0, shape={"n_embd": 64, "n_head": 3})
 
 
-def _in_a_process(code, **env):
-    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
 def _cpu_kernels(**env):
-    return _in_a_process("from tinygrad_gpt.bench import cpu_kernels; print(cpu_kernels())", **env)
+    return python_output("from tinygrad_gpt.bench import cpu_kernels; print(cpu_kernels())", **env)
 
 
 def test_cpu_kernels_reports_numpys_blass_and_numbas_choice():
@@ -116,6 +107,6 @@ def test_cpu_kernels_reports_numpys_blass_and_numbas_choice():
 def test_reports_the_worker_processes_peak_memory():
     code = "from tinygrad_gpt.bench import bench; r = bench('tiny', iters=1, warmup=0, shape={'batch_size': 4}); "
     code += "print(r['shard_workers'], r.get('worker_peak_rss_mb'))"
-    workers, peak = _in_a_process(code, TINYGPT_CPU_THREADS="2", TINYGPT_CPU_WORKERS="processes").split()
+    workers, peak = python_output(code, TINYGPT_CPU_THREADS="2", TINYGPT_CPU_WORKERS="processes").split()
     assert workers == "processes"
     assert float(peak) > 20  # Python with NumPy, at least: not the few MB of a child that only ran a command

@@ -1,15 +1,12 @@
 """kernels/cpu/mkl.py: MKL's float32 product against NumPy's, on every layout it is handed, and the
 switch that turns it off. The product tests skip where the `mkl` extra is not installed."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 from kernels import matmul
 from kernels.cpu import linear, mkl
+from tiny_runs import python_output
 from tinygrad_gpt.bench import cpu_kernels
 
 needs_mkl = pytest.mark.skipif(not mkl.AVAILABLE, reason=str(mkl.MISSING))
@@ -59,15 +56,9 @@ def test_bench_names_mkl_where_the_rung_uses_it():
     assert "MKL" not in cpu_kernels("fast")
 
 
-def _in_a_process(code, **env):
-    return subprocess.run(
-        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, check=True
-    ).stdout
-
-
 def test_tinygpt_mkl_0_turns_it_off():
     code = "from kernels.cpu import mkl; from tinygrad_gpt.bench import cpu_kernels; print(mkl.MISSING, cpu_kernels())"
-    out = _in_a_process(code, TINYGPT_MKL="0")
+    out = python_output(code, TINYGPT_MKL="0")
     assert out.startswith("TINYGPT_MKL=0") and "MKL" not in out.split(" ", 1)[1]
 
 

@@ -1,5 +1,5 @@
 """Helpers for the data / checkpoint / training / CLI tests: a small made-up corpus, tiny training
-configs, and running the `tinygpt` command in a subprocess."""
+configs, and running the `tinygpt` command (or any Python) in a subprocess."""
 
 import os
 import random
@@ -72,6 +72,14 @@ def tinygpt(*args, timeout=120, env=None, **kwargs):
         cwd=REPO,
         **kwargs,
     )
+
+
+def python_output(code, **env):
+    """The stdout, stripped, of `python -c CODE` in a fresh process with `env` set on top of this
+    environment; the test fails, showing its stderr, if the process does."""
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
 
 
 def start_tinygpt(*args, env=None):
