@@ -2,7 +2,7 @@
 buffer the size of each preset's gradients (plus the loss), through tinygrad_gpt's own path; and,
 for the cpu preset, mpi4py's pickle-based lowercase allreduce of the same array, for comparison.
 
-    mpiexec -n 2 env PYTHONPATH=. python3 benchmarks/allreduce.py
+    mpiexec -n 2 env python3 benchmarks/allreduce.py
 """
 
 import statistics

@@ -3,7 +3,9 @@
 # (memcheck for out-of-bounds access, racecheck for the flash kernels' shared-memory tiles), and
 # the timing table. Logs go to $OUT (default: out/). Run from the repository root.
 set -o pipefail
-export PYTHONPATH=. PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1
+# engine/ and kernels/ import as tinygrad_gpt.engine and tinygrad_gpt.kernels: through an install, not the tree
+python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader

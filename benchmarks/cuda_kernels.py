@@ -1,6 +1,6 @@
 """Time each CUDA kernel (kernels/cuda) against its xp reference on the same cupy arrays.
 
-    PYTHONPATH=. python3 benchmarks/cuda_kernels.py
+    python3 benchmarks/cuda_kernels.py
 
 Shapes are the GPT baby's (shakespeare_char: B=64, T=256, C=384, H=6, vocab 65). Each time is the
 median of many runs between CUDA events, after warm-up (compilation stays out). Prints a markdown
@@ -10,7 +10,7 @@ table for docs/cuda_kernels.md.
 import cupy
 import numpy as np
 
-from kernels import adamw, attention, cross_entropy, cuda, gelu, layernorm, softmax
+from tinygrad_gpt.kernels import adamw, attention, cross_entropy, cuda, gelu, layernorm, softmax
 
 B, T, C, H, V, LAYERS = 64, 256, 384, 6, 65, 6
 HD = C // H

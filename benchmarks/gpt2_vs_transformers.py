@@ -10,7 +10,7 @@ run so that neither side always meets a warm or a cold machine:
 Medians of --runs after one warm-up each; also the logits' worst relative error between the two
 (float32, and float64 from the same folder), and whether their greedy tokens agree.
 
-    PYTHONPATH=. python benchmarks/gpt2_vs_transformers.py [--runs 5] [--json]
+    python benchmarks/gpt2_vs_transformers.py [--runs 5] [--json]
 """
 
 import argparse
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import transformers
 
-from engine import backend
 from tinygrad_gpt import GPT
+from tinygrad_gpt.engine import backend
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
 from tinygrad_gpt.parallel import DataParallel, default_shards
 

@@ -1,6 +1,6 @@
 """Which GPU kernels a baby-preset training step spends its time in (ours and PyTorch's twin).
 
-    PYTHONPATH=. python3 benchmarks/gpu_kernel_profile.py
+    python3 benchmarks/gpu_kernel_profile.py
 
 PyTorch's profiler records every CUDA kernel of the process through CUPTI, CuPy's included, so it
 can time our step too. Prints the top kernels by total GPU time over 5 steps, for each side.
@@ -8,9 +8,9 @@ can time our step too. Prints the top kernels by total GPU time over 5 steps, fo
 
 from torch.profiler import ProfilerActivity, profile
 
-import engine
-from engine import backend
+from tinygrad_gpt import engine
 from tinygrad_gpt.bench import TorchContender, tinygpt_step
+from tinygrad_gpt.engine import backend
 from tinygrad_gpt.presets import preset_config
 
 

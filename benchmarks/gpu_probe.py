@@ -1,7 +1,7 @@
 """Where the baby preset's GPU step goes: CPU (Python) time versus GPU time, and our matmuls
 against PyTorch's on the same shapes.
 
-    PYTHONPATH=. python3 benchmarks/gpu_probe.py
+    python3 benchmarks/gpu_probe.py
 """
 
 import cupy
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from cupyx.profiler import benchmark
 
-import engine
+from tinygrad_gpt import engine
 from tinygrad_gpt.bench import tinygpt_step
 from tinygrad_gpt.presets import preset_config
 

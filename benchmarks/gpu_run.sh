@@ -5,7 +5,9 @@
 #   benchmarks/gpu_run.sh train   the baby preset for its 5000 iterations (nanoGPT's shakespeare_char)
 # Run from the repository root with Tiny Shakespeare at $TINYGPT_DATA. Logs go to $OUT (default out/).
 set -o pipefail
-export PYTHONPATH=. PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1
+# engine/ and kernels/ import as tinygrad_gpt.engine and tinygrad_gpt.kernels: through an install, not the tree
+python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"

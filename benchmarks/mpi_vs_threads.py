@@ -4,7 +4,7 @@ machine's drift hits all four alike. Each run is a
 `tinygpt bench` command; beside its result goes the CPU time that processes other than these
 took meanwhile (another user's work on a shared machine shows there). One JSON line per run.
 
-    PYTHONPATH=. python3 benchmarks/mpi_vs_threads.py --rounds 12 --iters 50 > runs.jsonl
+    python3 benchmarks/mpi_vs_threads.py --rounds 12 --iters 50 > runs.jsonl
 """
 
 import argparse

@@ -17,10 +17,10 @@ array is the leaf's to keep (else it is copied if kept, and only read if added t
 
 import collections
 
-from engine import backend, trace
-from engine.profiler import timed
-from engine.tensor import Tensor, add_grads, add_into_own
-from kernels.array_module import xp_of
+from tinygrad_gpt.engine import backend, trace
+from tinygrad_gpt.engine.profiler import timed
+from tinygrad_gpt.engine.tensor import Tensor, add_grads, add_into_own
+from tinygrad_gpt.kernels.array_module import xp_of
 
 
 def backward(tensor, gradient=None):

@@ -12,7 +12,7 @@ import sys
 
 import numpy
 
-from kernels.array_module import xp_of
+from tinygrad_gpt.kernels.array_module import xp_of
 
 INSTALL_HINT = 'install it with: pip install -e ".[gpu]" (or the cupy-cuda1Nx wheel for your CUDA)'
 

@@ -12,10 +12,10 @@ import os
 
 import numpy
 
-from engine.backend import BackendError
-from kernels import cpu
-from kernels.array_module import xp_of
-from kernels.rungs import CPU, CUDA, FAST, RUNGS
+from tinygrad_gpt.engine.backend import BackendError
+from tinygrad_gpt.kernels import cpu
+from tinygrad_gpt.kernels.array_module import xp_of
+from tinygrad_gpt.kernels.rungs import CPU, CUDA, FAST, RUNGS
 
 AUTO = "auto"
 CHOICES = (AUTO, *RUNGS)

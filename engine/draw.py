@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy
 
-from engine import backend
-from engine.autograd import topological_order
+from tinygrad_gpt.engine import backend
+from tinygrad_gpt.engine.autograd import topological_order
 
 
 def draw(tensor, names=None):

@@ -15,9 +15,9 @@ gradient reached. A backward never writes into the gradient it is given: it may 
 
 import numpy
 
-from engine.grad_mode import is_grad_enabled
-from engine.profiler import timed
-from engine.tensor import Tensor, check_same_device
+from tinygrad_gpt.engine.grad_mode import is_grad_enabled
+from tinygrad_gpt.engine.profiler import timed
+from tinygrad_gpt.engine.tensor import Tensor, check_same_device
 
 
 class Function:

@@ -1,10 +1,10 @@
-"""engine.functional: the PyTorch-like functional API (`import engine.functional as F`)."""
+"""engine.functional: the PyTorch-like functional API (`from tinygrad_gpt.engine import functional as F`)."""
 
-from engine import ops_math, ops_nn, ops_shape
-from engine.dispatch import kernels_for
-from engine.random import generator
-from engine.tensor import as_array
-from kernels.array_module import xp_of
+from tinygrad_gpt.engine import ops_math, ops_nn, ops_shape
+from tinygrad_gpt.engine.dispatch import kernels_for
+from tinygrad_gpt.engine.random import generator
+from tinygrad_gpt.engine.tensor import as_array
+from tinygrad_gpt.kernels.array_module import xp_of
 
 
 def linear(x, weight, bias=None):

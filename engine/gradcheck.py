@@ -12,10 +12,10 @@ at once) and at a few random elements, with a fourth-order difference.
 
 import numpy
 
-from engine.backend import to_numpy
-from engine.grad_mode import no_grad
-from engine.tensor import Tensor
-from kernels.array_module import xp_of
+from tinygrad_gpt.engine.backend import to_numpy
+from tinygrad_gpt.engine.grad_mode import no_grad
+from tinygrad_gpt.engine.tensor import Tensor
+from tinygrad_gpt.kernels.array_module import xp_of
 
 # Central differences along a direction d, as {multiple of the step h: weight}; the derivative is
 # sum(weight * f(x + multiple * h * d)) / h.

@@ -16,9 +16,9 @@ that rebuilds an array from its inputs instead of keeping it) shows as a smaller
 import dataclasses
 import tracemalloc
 
-from engine import backend
-from engine.autograd import topological_order
-from kernels.array_module import xp_of
+from tinygrad_gpt.engine import backend
+from tinygrad_gpt.engine.autograd import topological_order
+from tinygrad_gpt.kernels.array_module import xp_of
 
 PARAMETERS = "(parameters)"  # the owner of buffers that leaves requiring grad hold
 

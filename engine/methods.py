@@ -1,12 +1,12 @@
 """Operators and methods of Tensor, each one line that applies the op from engine/ops_*.py; and
 backward(), the walk in engine/autograd.py."""
 
-from engine import autograd
-from engine import functional as F
-from engine.ops_math import Add, Div, Exp, Log, MatMul, Mul, Neg, Pow, Relu, Sqrt, Sub, Tanh
-from engine.ops_reduce import Max, Mean, Sum
-from engine.ops_shape import Contiguous, GetItem, MaskedFill, Permute, Reshape, Split
-from engine.tensor import Tensor, as_array
+from tinygrad_gpt.engine import autograd
+from tinygrad_gpt.engine import functional as F
+from tinygrad_gpt.engine.ops_math import Add, Div, Exp, Log, MatMul, Mul, Neg, Pow, Relu, Sqrt, Sub, Tanh
+from tinygrad_gpt.engine.ops_reduce import Max, Mean, Sum
+from tinygrad_gpt.engine.ops_shape import Contiguous, GetItem, MaskedFill, Permute, Reshape, Split
+from tinygrad_gpt.engine.tensor import Tensor, as_array
 
 
 def _matmul(a, b):

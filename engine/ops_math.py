@@ -4,9 +4,9 @@ Each backward returns gradients of the output's (broadcast) shape; the backward 
 back to each input's shape, so broadcasting needs no code here.
 """
 
-from engine.dispatch import kernels_for
-from engine.function import Function
-from kernels.array_module import xp_of
+from tinygrad_gpt.engine.dispatch import kernels_for
+from tinygrad_gpt.engine.function import Function
+from tinygrad_gpt.kernels.array_module import xp_of
 
 
 class Add(Function):

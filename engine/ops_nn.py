@@ -6,8 +6,8 @@ its arrays (engine/dispatch.py), and its backward uses the same ones: what one r
 returns for the backward (`saved`) is that rung's business.
 """
 
-from engine.dispatch import kernels_for
-from engine.function import Function
+from tinygrad_gpt.engine.dispatch import kernels_for
+from tinygrad_gpt.engine.function import Function
 
 
 class Linear(Function):

@@ -1,7 +1,7 @@
 """Reductions: sum, mean, max over an axis, several axes, or all of them."""
 
-from engine.function import Function
-from kernels.array_module import xp_of
+from tinygrad_gpt.engine.function import Function
+from tinygrad_gpt.kernels.array_module import xp_of
 
 
 def _expand(dout, shape, axis, keepdims):

@@ -6,8 +6,8 @@ its forward element came from.
 
 import itertools
 
-from engine.function import Function
-from kernels.array_module import xp_of
+from tinygrad_gpt.engine.function import Function
+from tinygrad_gpt.kernels.array_module import xp_of
 
 
 class Reshape(Function):

@@ -14,7 +14,7 @@ import contextlib
 import contextvars
 import time
 
-from engine import backend
+from tinygrad_gpt.engine import backend
 
 _active = contextvars.ContextVar("profile", default=None)  # the Profile being filled, per context
 

@@ -5,8 +5,8 @@ Operators and methods are attached in engine/methods.py; backward() is engine/au
 
 import numpy
 
-from engine import backend
-from kernels.array_module import xp_of
+from tinygrad_gpt.engine import backend
+from tinygrad_gpt.kernels.array_module import xp_of
 
 
 class Tensor:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-import engine
-from engine import Tensor
+from tinygrad_gpt import engine
+from tinygrad_gpt.engine import Tensor
 
 rng = np.random.default_rng(0)
 X = np.array([[2.0, 3.0, -1.0], [3.0, -1.0, 0.5], [0.5, 1.0, 1.0], [1.0, 1.0, -1.0]])  # (4, 3)

@@ -13,9 +13,9 @@ import argparse
 
 import numpy as np
 
-import engine.functional as F
-from engine import Tensor, no_grad
+import tinygrad_gpt.engine.functional as F
 from tinygrad_gpt.data import load_dataset, resolve_data_path
+from tinygrad_gpt.engine import Tensor, no_grad
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("path", nargs="?", help="a UTF-8 text file")

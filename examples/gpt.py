@@ -12,9 +12,9 @@ import argparse
 
 import numpy as np
 
-from engine import no_grad
 from tinygrad_gpt import GPT, GPTConfig
 from tinygrad_gpt.data import load_dataset, resolve_data_path
+from tinygrad_gpt.engine import no_grad
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_, get_lr
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -15,13 +15,13 @@ Shapes in the comments: B batch, T positions, C = n_embd, nh heads of hs = C / n
 
 import numpy as np
 
-from kernels.attention import attention_backward, attention_forward
-from kernels.cross_entropy import cross_entropy_backward, cross_entropy_forward
-from kernels.embedding import embedding_backward, embedding_forward
-from kernels.gelu import gelu_backward, gelu_forward
-from kernels.layernorm import layernorm_backward, layernorm_forward
-from kernels.matmul import linear_backward, linear_forward
 from tinygrad_gpt import GPT, GPTConfig
+from tinygrad_gpt.kernels.attention import attention_backward, attention_forward
+from tinygrad_gpt.kernels.cross_entropy import cross_entropy_backward, cross_entropy_forward
+from tinygrad_gpt.kernels.embedding import embedding_backward, embedding_forward
+from tinygrad_gpt.kernels.gelu import gelu_backward, gelu_forward
+from tinygrad_gpt.kernels.layernorm import layernorm_backward, layernorm_forward
+from tinygrad_gpt.kernels.matmul import linear_backward, linear_forward
 
 
 def block_params(params, i):

@@ -4,7 +4,7 @@ import math
 
 import numpy
 
-from kernels.array_module import xp_of
+from tinygrad_gpt.kernels.array_module import xp_of
 
 
 def adamw_update(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, weight_decay, step):

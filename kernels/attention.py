@@ -3,9 +3,9 @@ backward over (B, nh, T, hs) arrays: batch, heads, positions, head size."""
 
 import math
 
-from kernels.array_module import xp_of
-from kernels.reductions import row_sum
-from kernels.softmax import softmax_backward, softmax_forward
+from tinygrad_gpt.kernels.array_module import xp_of
+from tinygrad_gpt.kernels.reductions import row_sum
+from tinygrad_gpt.kernels.softmax import softmax_backward, softmax_forward
 
 
 def causal_mask(xp, t_q, t_k):

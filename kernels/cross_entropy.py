@@ -1,7 +1,7 @@
 """Cross-entropy of logits against integer targets, fused with log-softmax."""
 
-from kernels.array_module import xp_of
-from kernels.reductions import row_sum
+from tinygrad_gpt.kernels.array_module import xp_of
+from tinygrad_gpt.kernels.reductions import row_sum
 
 
 def cross_entropy_forward(logits, targets):

@@ -1,6 +1,6 @@
 """Embedding lookup: rows of a table picked by integer indices."""
 
-from kernels.array_module import xp_of
+from tinygrad_gpt.kernels.array_module import xp_of
 
 
 def embedding_forward(idx, weight):

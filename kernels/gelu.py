@@ -2,7 +2,7 @@
 
 import math
 
-from kernels.array_module import xp_of
+from tinygrad_gpt.kernels.array_module import xp_of
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 GELU_COEF = 0.044715

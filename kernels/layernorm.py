@@ -1,7 +1,7 @@
 """Layer normalization over the last axis (llm.c's layernorm, on arrays)."""
 
-from kernels.array_module import xp_of
-from kernels.reductions import column_sum, row_mean
+from tinygrad_gpt.kernels.array_module import xp_of
+from tinygrad_gpt.kernels.reductions import column_sum, row_mean
 
 
 def layernorm_forward(x, weight, bias, eps=1e-5):

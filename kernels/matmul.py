@@ -2,7 +2,7 @@
 
 import operator
 
-from kernels.reductions import column_sum
+from tinygrad_gpt.kernels.reductions import column_sum
 
 
 def matmul_forward(a, b):

@@ -20,7 +20,19 @@ same rung untouched: the engine never looks inside it. engine/dispatch.py picks 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from kernels import adamw, attention, cpu, cross_entropy, cuda, dropout, embedding, gelu, layernorm, matmul, softmax
+from tinygrad_gpt.kernels import (
+    adamw,
+    attention,
+    cpu,
+    cross_entropy,
+    cuda,
+    dropout,
+    embedding,
+    gelu,
+    layernorm,
+    matmul,
+    softmax,
+)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Softmax and log-softmax along one axis, stable by subtracting the max."""
 
-from kernels.array_module import xp_of
+from tinygrad_gpt.kernels.array_module import xp_of
 
 
 def softmax_forward(x, axis=-1):

@@ -11,15 +11,20 @@ Tests that take neither are untouched.
 
 import functools
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
-import engine
-import engine.backend
-import engine.dispatch
-from kernels import cpu
-from kernels.rungs import CPU, CUDA, RUNGS
 from tiny_runs import write_corpus
+from tinygrad_gpt import engine
+from tinygrad_gpt.kernels import cpu
+from tinygrad_gpt.kernels.rungs import CPU, CUDA, RUNGS
+
+# `python -m pytest` puts the repository root first on sys.path, and there the folder kernels/ (which
+# the project imports as tinygrad_gpt.kernels) would stand in for Hugging Face's `kernels`, which
+# transformers imports. The project imports through its install, so the root has no place there.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parents[1]]
 
 BACKENDS = ("numpy", "cupy")
 CHOICES = BACKENDS + ("all",)

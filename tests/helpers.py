@@ -2,7 +2,7 @@
 
 import numpy as np
 
-import engine.backend
+from tinygrad_gpt import engine
 
 
 def randn(*shape, seed=0, dtype=np.float64, scale=1.0):

@@ -2,11 +2,11 @@
 
 import pytest
 
-from kernels import cpu
-from kernels.cpu import mkl
 from tiny_runs import python_output
 from tinygrad_gpt.bench import VOCAB_SIZE, bench, report
 from tinygrad_gpt.errors import UsageError
+from tinygrad_gpt.kernels import cpu
+from tinygrad_gpt.kernels.cpu import mkl
 from tinygrad_gpt.model import GPT, GPTConfig
 
 

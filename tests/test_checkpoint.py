@@ -13,10 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 
-import engine
-from engine import backend
 from tiny_runs import tiny_config
-from tinygrad_gpt import fileio
+from tinygrad_gpt import engine, fileio
 from tinygrad_gpt.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -28,6 +26,7 @@ from tinygrad_gpt.checkpoint import (
     save_checkpoint,
 )
 from tinygrad_gpt.data import CharTokenizer
+from tinygrad_gpt.engine import backend
 from tinygrad_gpt.errors import CheckpointError
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-import engine
 from tiny_runs import TINY_FLAGS, assert_one_line_error, tinygpt
+from tinygrad_gpt import engine
 from tinygrad_gpt.errors import TinyGPTError
 from tinygrad_gpt.huggingface import resolve
 

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from kernels import cuda
+from tinygrad_gpt.kernels import cuda
 
 
 def _nvrtc():

@@ -10,9 +10,9 @@ import zlib
 import numpy as np
 import pytest
 
-import engine
 from helpers import assert_close, normal
-from kernels import adamw, attention, cross_entropy, cuda, dropout, gelu, layernorm, softmax
+from tinygrad_gpt import engine
+from tinygrad_gpt.kernels import adamw, attention, cross_entropy, cuda, dropout, gelu, layernorm, softmax
 
 cupy = pytest.importorskip("cupy", reason="the CUDA kernels need CuPy")
 

@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-import engine
-from engine import Tensor
 from helpers import host, normal
+from tinygrad_gpt import engine
+from tinygrad_gpt.engine import Tensor
 
 
 def read(dot):

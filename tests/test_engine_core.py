@@ -10,15 +10,13 @@ import weakref
 import numpy as np
 import pytest
 
-import engine
-import engine.backend
-import engine.dispatch
-import engine.functional as F
-from engine import Tensor, gradcheck, no_grad
-from engine.function import Function
-from kernels import cpu, cuda, rungs
+import tinygrad_gpt.engine.functional as F
+from tinygrad_gpt import engine
+from tinygrad_gpt.engine import Tensor, gradcheck, no_grad
+from tinygrad_gpt.engine.function import Function
+from tinygrad_gpt.kernels import cpu, cuda, rungs
 
-trace_module = importlib.import_module("engine.trace")  # `engine.trace` is the context manager
+trace_module = importlib.import_module("tinygrad_gpt.engine.trace")  # `engine.trace` is the context manager
 
 
 def leaf(values, dtype=np.float64):

@@ -14,10 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import engine
-import engine.backend
-import engine.functional as F
-from engine import Tensor, gradcheck
+import tinygrad_gpt.engine.functional as F
 from helpers import on_backend, randn
 from strategies import (
     arrays,
@@ -28,6 +25,8 @@ from strategies import (
     positive_arrays,
     shapes,
 )
+from tinygrad_gpt import engine
+from tinygrad_gpt.engine import Tensor, gradcheck
 
 
 def leaf(array):

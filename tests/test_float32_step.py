@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-import engine.autograd
-import engine.function
+from tinygrad_gpt import engine
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
 from tinygrad_gpt.parallel import DataParallel

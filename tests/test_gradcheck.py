@@ -6,11 +6,9 @@ import io
 import numpy as np
 import pytest
 
-import engine
-import engine.autograd
-from engine import ops_math, ops_nn, ops_shape
 from tiny_runs import assert_one_line_error, tiny_config, tinygpt
-from tinygrad_gpt import cli
+from tinygrad_gpt import cli, engine
+from tinygrad_gpt.engine import ops_math, ops_nn, ops_shape
 from tinygrad_gpt.gradcheck import GradcheckFailed, gradcheck, gradcheck_model
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.train import train

@@ -15,15 +15,13 @@ import math
 import numpy as np
 import pytest
 
-import engine
-import engine.backend
-import engine.dispatch
-from engine import Tensor
 from helpers import assert_close, host, normal, on_backend
-from kernels import attention, cpu, cross_entropy, dropout, embedding, gelu, layernorm, matmul, softmax
-from kernels.adamw import adamw_update
-from kernels.cpu.gelu import tanh32
-from kernels.rungs import CPU, FAST, PLAIN
+from tinygrad_gpt import engine
+from tinygrad_gpt.engine import Tensor
+from tinygrad_gpt.kernels import attention, cpu, cross_entropy, dropout, embedding, gelu, layernorm, matmul, softmax
+from tinygrad_gpt.kernels.adamw import adamw_update
+from tinygrad_gpt.kernels.cpu.gelu import tanh32
+from tinygrad_gpt.kernels.rungs import CPU, FAST, PLAIN
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 

@@ -7,13 +7,13 @@ from typing import NamedTuple
 import numpy
 import pytest
 
-import engine.backend
-import engine.functional as F
-from engine import Tensor
-from engine.dispatch import kernels_for
-from engine.function import Function
-from engine.memory import peak_bytes, saved_for_backward
+import tinygrad_gpt.engine.functional as F
 from helpers import normal
+from tinygrad_gpt import engine
+from tinygrad_gpt.engine import Tensor
+from tinygrad_gpt.engine.dispatch import kernels_for
+from tinygrad_gpt.engine.function import Function
+from tinygrad_gpt.engine.memory import peak_bytes, saved_for_backward
 
 N, C = 6, 5  # rows and features of the small graphs below
 NC_BYTES = N * C * 8  # bytes of one (N, C) float64 array

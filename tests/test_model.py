@@ -3,10 +3,9 @@ import math
 import numpy as np
 import pytest
 
-import engine
-import engine.dispatch
-from engine import gradcheck, is_grad_enabled
-from kernels import cpu
+from tinygrad_gpt import engine
+from tinygrad_gpt.engine import gradcheck, is_grad_enabled
+from tinygrad_gpt.kernels import cpu
 from tinygrad_gpt.model import GPT, GPTConfig, _sample
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-import engine.backend
-from engine import Tensor
+from tinygrad_gpt import engine
+from tinygrad_gpt.engine import Tensor
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.nn import Dropout, Embedding, LayerNorm, Linear, Module
 

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-import engine.backend
-from engine import Tensor
+from tinygrad_gpt import engine
+from tinygrad_gpt.engine import Tensor
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_, get_lr
 
 

@@ -10,10 +10,10 @@ import threading
 import numpy as np
 import pytest
 
-import engine
-from engine import Tensor, no_grad
-from engine.grad_mode import is_grad_enabled
-from engine.random import generator
+from tinygrad_gpt import engine
+from tinygrad_gpt.engine import Tensor, no_grad
+from tinygrad_gpt.engine.grad_mode import is_grad_enabled
+from tinygrad_gpt.engine.random import generator
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_

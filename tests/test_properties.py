@@ -6,10 +6,10 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-import engine.backend
-import engine.functional as F
-from engine import Tensor
+import tinygrad_gpt.engine.functional as F
 from strategies import arrays, gradcheck_settings, shapes
+from tinygrad_gpt import engine
+from tinygrad_gpt.engine import Tensor
 
 dtypes = st.sampled_from([np.float32, np.float64])
 TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}

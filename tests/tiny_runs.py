@@ -113,9 +113,7 @@ def parent_pid(pid):
 
 def clean_env():
     """This environment without the variables that would change what tinygpt reads."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TINYGPT_DATA", "TINYGPT_BACKEND")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return env
+    return {k: v for k, v in os.environ.items() if k not in ("TINYGPT_DATA", "TINYGPT_BACKEND")}
 
 
 def assert_one_line_error(result, exit_code, *fragments):

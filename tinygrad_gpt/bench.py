@@ -18,15 +18,15 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_info
 
-import engine
-from engine import backend
-from engine.dispatch import kernels_for
-from engine.memory import peak_bytes, saved_for_backward
-from engine.profiler import profile as engine_profile
-from kernels.cpu import mkl
-from kernels.cpu import target as numba_target
+from tinygrad_gpt import engine
 from tinygrad_gpt.distributed import World
+from tinygrad_gpt.engine import backend
+from tinygrad_gpt.engine.dispatch import kernels_for
+from tinygrad_gpt.engine.memory import peak_bytes, saved_for_backward
+from tinygrad_gpt.engine.profiler import profile as engine_profile
 from tinygrad_gpt.errors import UsageError
+from tinygrad_gpt.kernels.cpu import mkl
+from tinygrad_gpt.kernels.cpu import target as numba_target
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
 from tinygrad_gpt.parallel import DataParallel, default_shards, describe_shards
@@ -253,9 +253,7 @@ class TorchContender:
     and stdout: if it dies, reading its answer ends instead of waiting."""
 
     def __init__(self, config, model_config, initial_weights, warmup):
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where tinygrad_gpt imports from
-        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-        env = {**os.environ, "TINYGPT_MKL": "0", "PYTHONPATH": path}
+        env = {**os.environ, "TINYGPT_MKL": "0"}
         command = [sys.executable, "-m", "tinygrad_gpt.torch_contender"]
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         device = "cuda" if backend.name() == "cupy" else "cpu"

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import safetensors.numpy
 
-from engine import backend
 from tinygrad_gpt.bpe import TOKENIZER_FILE, BPETokenizer
 from tinygrad_gpt.data import CharTokenizer
+from tinygrad_gpt.engine import backend
 from tinygrad_gpt.errors import CheckpointError, TinyGPTError, one_line
 from tinygrad_gpt.fileio import atomic_write
 from tinygrad_gpt.huggingface import (

@@ -11,10 +11,10 @@ import sys
 import traceback
 from dataclasses import fields
 
-from engine import BackendError, set_backend, set_kernels
-from engine.dispatch import CHOICES
 from tinygrad_gpt import distributed
 from tinygrad_gpt.bench import SHAPE_FIELDS, bench, report
+from tinygrad_gpt.engine import BackendError, set_backend, set_kernels
+from tinygrad_gpt.engine.dispatch import CHOICES
 from tinygrad_gpt.errors import TinyGPTError, TrainingInterrupted
 from tinygrad_gpt.gradcheck import TOLERANCE, gradcheck
 from tinygrad_gpt.presets import PRESETS, TrainConfig

@@ -10,11 +10,11 @@ backward is checked too.
 
 import numpy
 
-import engine
-from engine import backend
-from engine.dispatch import kernels_for
+from tinygrad_gpt import engine
 from tinygrad_gpt.bench import VOCAB_SIZE
 from tinygrad_gpt.checkpoint import load_model, read_checkpoint
+from tinygrad_gpt.engine import backend
+from tinygrad_gpt.engine.dispatch import kernels_for
 from tinygrad_gpt.errors import TinyGPTError, UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.presets import preset_config

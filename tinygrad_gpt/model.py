@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import engine.functional as F
-from engine import Tensor, backend, no_grad
-from kernels.array_module import xp_of
+import tinygrad_gpt.engine.functional as F
+from tinygrad_gpt.engine import Tensor, backend, no_grad
+from tinygrad_gpt.kernels.array_module import xp_of
 from tinygrad_gpt.nn import Dropout, Embedding, LayerNorm, Linear, Module
 
 

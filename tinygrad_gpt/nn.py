@@ -7,8 +7,8 @@ on the host from a numpy Generator the caller passes in, so a seed fixes a model
 
 import numpy as np
 
-import engine.functional as F
-from engine import Tensor, backend
+import tinygrad_gpt.engine.functional as F
+from tinygrad_gpt.engine import Tensor, backend
 
 
 class Module:

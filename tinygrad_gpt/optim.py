@@ -2,9 +2,9 @@
 
 import math
 
-from engine import backend
-from engine.dispatch import kernels_for
-from kernels.array_module import xp_of
+from tinygrad_gpt.engine import backend
+from tinygrad_gpt.engine.dispatch import kernels_for
+from tinygrad_gpt.kernels.array_module import xp_of
 from tinygrad_gpt.nn import load_arrays
 
 

@@ -20,9 +20,9 @@ import queue
 import sys
 import threading
 
-import engine
-from engine import Tensor, backend
-from engine.trace import is_tracing
+from tinygrad_gpt import engine
+from tinygrad_gpt.engine import Tensor, backend
+from tinygrad_gpt.engine.trace import is_tracing
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.shard_processes import ShardProcesses
 

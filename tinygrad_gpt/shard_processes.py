@@ -33,8 +33,8 @@ import weakref
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from engine.dispatch import chosen, set_kernels
-from engine.grad_mode import is_grad_enabled, no_grad
+from tinygrad_gpt.engine.dispatch import chosen, set_kernels
+from tinygrad_gpt.engine.grad_mode import is_grad_enabled, no_grad
 from tinygrad_gpt.errors import TinyGPTError
 from tinygrad_gpt.optim import AdamW
 

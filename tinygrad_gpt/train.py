@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-import engine
-from engine import backend, no_grad
+from tinygrad_gpt import engine
 from tinygrad_gpt.checkpoint import (
     BEST_DIR,
     CONFIG_FILE,
@@ -35,6 +34,7 @@ from tinygrad_gpt.checkpoint import (
 )
 from tinygrad_gpt.data import load_dataset, resolve_data_path
 from tinygrad_gpt.distributed import DistributedDataParallel, World
+from tinygrad_gpt.engine import backend, no_grad
 from tinygrad_gpt.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from tinygrad_gpt.fileio import atomic_write
 from tinygrad_gpt.huggingface import pretrained_tokenizer, read_config, resolve

@@ -11,12 +11,12 @@ the plain one (tests/test_kernels.py). kernels/cpu/compiler.py says how Numba co
 what happens without Numba: AVAILABLE is then False and engine.dispatch runs the fast kernels.
 """
 
-from kernels.cpu.adamw import adamw_update_multi
-from kernels.cpu.attention import attention_backward, attention_forward
-from kernels.cpu.compiler import AVAILABLE, MISSING, target
-from kernels.cpu.gelu import gelu_backward, gelu_forward
-from kernels.cpu.layernorm import layernorm_backward, layernorm_forward
-from kernels.cpu.linear import linear_backward, linear_forward
+from tinygrad_gpt.kernels.cpu.adamw import adamw_update_multi
+from tinygrad_gpt.kernels.cpu.attention import attention_backward, attention_forward
+from tinygrad_gpt.kernels.cpu.compiler import AVAILABLE, MISSING, target
+from tinygrad_gpt.kernels.cpu.gelu import gelu_backward, gelu_forward
+from tinygrad_gpt.kernels.cpu.layernorm import layernorm_backward, layernorm_forward
+from tinygrad_gpt.kernels.cpu.linear import linear_backward, linear_forward
 
 __all__ = [
     "AVAILABLE",

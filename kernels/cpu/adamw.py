@@ -7,8 +7,8 @@ import math
 
 import numpy
 
-from kernels.adamw import adamw_update_fast
-from kernels.cpu.compiler import compiled, flat
+from tinygrad_gpt.kernels.adamw import adamw_update_fast
+from tinygrad_gpt.kernels.cpu.compiler import compiled, flat
 
 
 @compiled

@@ -10,8 +10,8 @@ import math
 
 import numpy
 
-from kernels.attention import attention_backward_fast, attention_forward_fast, matmul_like
-from kernels.cpu.compiler import compiled, rows
+from tinygrad_gpt.kernels.attention import attention_backward_fast, attention_forward_fast, matmul_like
+from tinygrad_gpt.kernels.cpu.compiler import compiled, rows
 
 
 @compiled

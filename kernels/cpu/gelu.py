@@ -17,8 +17,8 @@ backward, which is one loop for both."""
 
 import numpy
 
-from kernels.cpu.compiler import compiled, flat
-from kernels.gelu import GELU_COEF, SQRT_2_OVER_PI, gelu_forward_fast
+from tinygrad_gpt.kernels.cpu.compiler import compiled, flat
+from tinygrad_gpt.kernels.gelu import GELU_COEF, SQRT_2_OVER_PI, gelu_forward_fast
 
 TANH_CLAMP = 9.0  # float32 tanh rounds to +-1 from 9.01 on
 

@@ -5,7 +5,7 @@ The derivation is above layernorm_backward in kernels/layernorm.py; the names he
 
 import numpy
 
-from kernels.cpu.compiler import compiled, flat, rows
+from tinygrad_gpt.kernels.cpu.compiler import compiled, flat, rows
 
 
 @compiled

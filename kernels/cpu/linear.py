@@ -1,8 +1,8 @@
 """The Linear layer, y = x @ W + b, with its products through MKL where it is installed
 (kernels/cpu/mkl.py; NumPy's `@` where not): the fast kernels otherwise, tested against the plain ones."""
 
-from kernels import matmul
-from kernels.cpu import mkl
+from tinygrad_gpt.kernels import matmul
+from tinygrad_gpt.kernels.cpu import mkl
 
 
 def linear_forward(x, weight, bias=None):

@@ -16,14 +16,14 @@ from typing import NamedTuple
 
 import numpy
 
-from kernels import adamw as xp_adamw
-from kernels import attention as xp_attention
-from kernels import cross_entropy as xp_cross_entropy
-from kernels import dropout as xp_dropout
-from kernels import gelu as xp_gelu
-from kernels import layernorm as xp_layernorm
-from kernels import softmax as xp_softmax
-from kernels.array_module import xp_of
+from tinygrad_gpt.kernels import adamw as xp_adamw
+from tinygrad_gpt.kernels import attention as xp_attention
+from tinygrad_gpt.kernels import cross_entropy as xp_cross_entropy
+from tinygrad_gpt.kernels import dropout as xp_dropout
+from tinygrad_gpt.kernels import gelu as xp_gelu
+from tinygrad_gpt.kernels import layernorm as xp_layernorm
+from tinygrad_gpt.kernels import softmax as xp_softmax
+from tinygrad_gpt.kernels.array_module import xp_of
 
 _SOURCE_DIR = pathlib.Path(__file__).parent
 _SUFFIX = {numpy.dtype(numpy.float32): "f32", numpy.dtype(numpy.float64): "f64"}
