@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 
-from tinygrad_gpt import distributed
+from tinygrad_gpt.parallel import mpi
 
 PARAMETERS = {"tiny": 28_576, "cpu": 809_856, "baby": 10_770_816}  # GPT.num_params() of each preset
 REPEATS = 50
 
-world = distributed.init()
+world = mpi.init()
 for preset, count in PARAMETERS.items():
     buffer = np.zeros(count + 1, np.float32)
     times = []

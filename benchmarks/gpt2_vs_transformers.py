@@ -28,7 +28,7 @@ import transformers
 from tinygrad_gpt import GPT
 from tinygrad_gpt.engine import backend
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
-from tinygrad_gpt.parallel import DataParallel, default_shards
+from tinygrad_gpt.parallel.shards import DataParallel, default_shards
 
 
 def parse_args():

@@ -9,9 +9,9 @@ can time our step too. Prints the top kernels by total GPU time over 5 steps, fo
 from torch.profiler import ProfilerActivity, profile
 
 from tinygrad_gpt import engine
-from tinygrad_gpt.bench import TorchContender, tinygpt_step
+from tinygrad_gpt.config import preset_config
 from tinygrad_gpt.engine import backend
-from tinygrad_gpt.presets import preset_config
+from tinygrad_gpt.tools.bench import TorchContender, tinygpt_step
 
 
 def _gpu_us(event):

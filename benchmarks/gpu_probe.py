@@ -10,8 +10,8 @@ import torch
 from cupyx.profiler import benchmark
 
 from tinygrad_gpt import engine
-from tinygrad_gpt.bench import tinygpt_step
-from tinygrad_gpt.presets import preset_config
+from tinygrad_gpt.config import preset_config
+from tinygrad_gpt.tools.bench import tinygpt_step
 
 engine.set_backend("cupy")
 step, _, _ = tinygpt_step(preset_config("baby"))

@@ -3,11 +3,12 @@
 import pytest
 
 from tiny_runs import python_output
-from tinygrad_gpt.bench import VOCAB_SIZE, bench, report
+from tinygrad_gpt.config import CHAR_VOCAB_SIZE
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.kernels import cpu
 from tinygrad_gpt.kernels.cpu import mkl
 from tinygrad_gpt.model import GPT, GPTConfig
+from tinygrad_gpt.tools.bench import bench, report
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_vs_torch_times_the_same_model():
 def test_vs_torch_runs_pytorch_in_a_process_of_its_own():
     """So that PyTorch keeps its own MKL and threads, and ours ours (kernels/cpu/mkl.py)."""
     pytest.importorskip("torch")
-    code = "import sys; from tinygrad_gpt.bench import bench; bench('tiny', iters=1, warmup=0, vs_torch=True); "
+    code = "import sys; from tinygrad_gpt.tools.bench import bench; bench('tiny', iters=1, warmup=0, vs_torch=True); "
     code += "print('torch' in sys.modules)"
     assert python_output(code) == "False"
 
@@ -73,7 +74,7 @@ def test_shape_replaces_the_presets_sizes():
     shape = {"n_layer": 3, "n_head": 3, "n_embd": 48, "block_size": 16, "batch_size": 5}
     result = bench("tiny", iters=1, warmup=0, shape=shape)
     assert {name: result[name] for name in shape} == shape
-    model = GPT(GPTConfig(VOCAB_SIZE, 16, 3, 3, 48))
+    model = GPT(GPTConfig(CHAR_VOCAB_SIZE, 16, 3, 3, 48))
     assert result["optimizer_mb"] * 2**20 == 2 * 4 * model.num_params()  # two moments, float32
     assert result["tokens_per_s"] == pytest.approx(5 * 16 / (result["ms_per_iter"] / 1e3))
 
@@ -84,7 +85,7 @@ def test_bad_shape_is_a_usage_error():
 
 
 def _cpu_kernels(**env):
-    return python_output("from tinygrad_gpt.bench import cpu_kernels; print(cpu_kernels())", **env)
+    return python_output("from tinygrad_gpt.tools.bench import cpu_kernels; print(cpu_kernels())", **env)
 
 
 def test_cpu_kernels_reports_numpys_blass_and_numbas_choice():
@@ -105,7 +106,7 @@ def test_cpu_kernels_reports_numpys_blass_and_numbas_choice():
 
 
 def test_reports_the_worker_processes_peak_memory():
-    code = "from tinygrad_gpt.bench import bench; r = bench('tiny', iters=1, warmup=0, shape={'batch_size': 4}); "
+    code = "from tinygrad_gpt.tools.bench import bench; r = bench('tiny', iters=1, warmup=0, shape={'batch_size': 4}); "
     code += "print(r['shard_workers'], r.get('worker_peak_rss_mb'))"
     workers, peak = python_output(code, TINYGPT_CPU_THREADS="2", TINYGPT_CPU_WORKERS="processes").split()
     assert workers == "processes"

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from hf_folders import ACCENTED, END_OF_TEXT, bpe_corpus, gpt2_folder, tokenizers, train_bpe
 from tiny_runs import tiny_config
 from tinygrad_gpt import GPT, GPTConfig
-from tinygrad_gpt.bpe import BPETokenizer
 from tinygrad_gpt.checkpoint import load_tokenizer, read_checkpoint, save_checkpoint
 from tinygrad_gpt.data import CharTokenizer
 from tinygrad_gpt.errors import CheckpointError, TinyGPTError, UsageError
+from tinygrad_gpt.hf.bpe import BPETokenizer
 from tinygrad_gpt.sample import TextStream, sample
 
 hypothesis_settings = settings(

@@ -11,7 +11,7 @@ import pytest
 from tiny_runs import TINY_FLAGS, assert_one_line_error, tinygpt
 from tinygrad_gpt import engine
 from tinygrad_gpt.errors import TinyGPTError
-from tinygrad_gpt.huggingface import resolve
+from tinygrad_gpt.hf.gpt2 import resolve
 
 
 @pytest.fixture(scope="module")

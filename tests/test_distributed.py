@@ -16,8 +16,8 @@ import pytest
 import safetensors.numpy
 
 from tiny_runs import REPO, TINY_FLAGS, assert_one_line_error, clean_env, parent_pid, tinygpt, wait_for_checkpoint
-from tinygrad_gpt.distributed import LAUNCHER_VARIABLES, DistributedDataParallel, World
 from tinygrad_gpt.model import GPT, GPTConfig
+from tinygrad_gpt.parallel.mpi import LAUNCHER_VARIABLES, DistributedDataParallel, World
 
 MPIEXEC = shutil.which("mpiexec", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
 needs_mpi = pytest.mark.skipif(
@@ -323,7 +323,7 @@ COLLECTIVES_CHECK = """
 import sys
 from mpi4py import MPI
 from tinygrad_gpt import engine
-from tinygrad_gpt.collectives import MPICollectives, NCCLCollectives
+from tinygrad_gpt.parallel.collectives import MPICollectives, NCCLCollectives
 
 engine.set_backend(sys.argv[1])
 xp, comm = engine.backend.get_xp(), MPI.COMM_WORLD

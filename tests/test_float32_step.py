@@ -6,7 +6,7 @@ import pytest
 from tinygrad_gpt import engine
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
-from tinygrad_gpt.parallel import DataParallel
+from tinygrad_gpt.parallel.shards import DataParallel
 
 
 def _arrays(value):

@@ -9,8 +9,8 @@ import pytest
 from tiny_runs import assert_one_line_error, tiny_config, tinygpt
 from tinygrad_gpt import cli, engine
 from tinygrad_gpt.engine import ops_math, ops_nn, ops_shape
-from tinygrad_gpt.gradcheck import GradcheckFailed, gradcheck, gradcheck_model
 from tinygrad_gpt.model import GPT, GPTConfig
+from tinygrad_gpt.tools.gradcheck import GradcheckFailed, gradcheck, gradcheck_model
 from tinygrad_gpt.train import train
 
 

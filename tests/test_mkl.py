@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from tiny_runs import python_output
-from tinygrad_gpt.bench import cpu_kernels
 from tinygrad_gpt.kernels import matmul
 from tinygrad_gpt.kernels.cpu import linear, mkl
+from tinygrad_gpt.tools.bench import cpu_kernels
 
 needs_mkl = pytest.mark.skipif(not mkl.AVAILABLE, reason=str(mkl.MISSING))
 
@@ -57,7 +57,7 @@ def test_bench_names_mkl_where_the_rung_uses_it():
 
 
 def test_tinygpt_mkl_0_turns_it_off():
-    code = "from tinygrad_gpt.kernels.cpu import mkl; from tinygrad_gpt.bench import cpu_kernels; "
+    code = "from tinygrad_gpt.kernels.cpu import mkl; from tinygrad_gpt.tools.bench import cpu_kernels; "
     code += "print(mkl.MISSING, cpu_kernels())"
     out = python_output(code, TINYGPT_MKL="0")
     assert out.startswith("TINYGPT_MKL=0") and "MKL" not in out.split(" ", 1)[1]

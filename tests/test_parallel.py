@@ -17,8 +17,8 @@ from tinygrad_gpt.engine.random import generator
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
-from tinygrad_gpt.parallel import DataParallel, _Worker, default_shards, default_workers
-from tinygrad_gpt.shard_processes import SharedAdamW, WorkerDied, owners
+from tinygrad_gpt.parallel.processes import SharedAdamW, WorkerDied, owners
+from tinygrad_gpt.parallel.shards import DataParallel, _Worker, default_shards, default_workers
 
 WORKERS = ["processes", "threads"]
 

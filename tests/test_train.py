@@ -14,7 +14,7 @@ from tinygrad_gpt import train as train_module
 from tinygrad_gpt.checkpoint import BEST_DIR, read_checkpoint
 from tinygrad_gpt.errors import CheckpointError, TinyGPTError, TrainingInterrupted, UsageError
 from tinygrad_gpt.optim import AdamW
-from tinygrad_gpt.shard_processes import SharedAdamW
+from tinygrad_gpt.parallel.processes import SharedAdamW
 from tinygrad_gpt.train import LOG_FILE, run_config, train
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tinygrad_gpt.presets import preset_config
+from tinygrad_gpt.config import preset_config
 
 REPO = Path(__file__).resolve().parent.parent
 WORDS = "thou art my sweet lord and fair queen the night is long but love is longer than death".split()

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import safetensors.numpy
 
-from tinygrad_gpt.bpe import TOKENIZER_FILE, BPETokenizer
+from tinygrad_gpt.config import MODEL_FIELDS, TrainConfig
 from tinygrad_gpt.data import CharTokenizer
 from tinygrad_gpt.engine import backend
 from tinygrad_gpt.errors import CheckpointError, TinyGPTError, one_line
 from tinygrad_gpt.fileio import atomic_write
-from tinygrad_gpt.huggingface import (
+from tinygrad_gpt.hf.bpe import TOKENIZER_FILE, BPETokenizer
+from tinygrad_gpt.hf.gpt2 import (
     CONFIG_FILE,
     MODEL_FILE,
     TOKENIZER_CONFIG_FILE,
@@ -41,7 +42,6 @@ from tinygrad_gpt.huggingface import (
     transformers_config,
 )
 from tinygrad_gpt.model import GPT, GPTConfig
-from tinygrad_gpt.presets import MODEL_FIELDS, TrainConfig
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 BEST_DIR = "best"

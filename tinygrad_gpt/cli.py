@@ -11,14 +11,14 @@ import sys
 import traceback
 from dataclasses import fields
 
-from tinygrad_gpt import distributed
-from tinygrad_gpt.bench import SHAPE_FIELDS, bench, report
+from tinygrad_gpt.config import PRESETS, TrainConfig
 from tinygrad_gpt.engine import BackendError, set_backend, set_kernels
 from tinygrad_gpt.engine.dispatch import CHOICES
 from tinygrad_gpt.errors import TinyGPTError, TrainingInterrupted
-from tinygrad_gpt.gradcheck import TOLERANCE, gradcheck
-from tinygrad_gpt.presets import PRESETS, TrainConfig
+from tinygrad_gpt.parallel import mpi
 from tinygrad_gpt.sample import sample
+from tinygrad_gpt.tools.bench import SHAPE_FIELDS, bench, report
+from tinygrad_gpt.tools.gradcheck import TOLERANCE, gradcheck
 from tinygrad_gpt.train import run_config, train
 
 INIT_FROM_HELP = (
@@ -32,13 +32,13 @@ class _Parser(argparse.ArgumentParser):
     rank 0 alone (every rank has the same command line)."""
 
     def error(self, message):
-        launched = distributed.launched_as()
+        launched = mpi.launched_as()
         self.exit(2, f"{self.prog}: error: {message}\n" if launched is None or launched[0] == 0 else None)
 
 
 def run_train(args):
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
-    world = distributed.init()
+    world = mpi.init()
     config = run_config(args.out_dir, args.preset, overrides, args.resume)
     train(config, args.out_dir, args.data, args.resume, world, args.zero)
 
@@ -57,7 +57,7 @@ def run_sample(args):
 
 
 def run_bench(args):
-    world = distributed.init()
+    world = mpi.init()
     shape = {name: getattr(args, name) for name in SHAPE_FIELDS if getattr(args, name) is not None}
     result = bench(
         args.preset,
@@ -211,14 +211,14 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        distributed.start()  # under mpiexec: MPI first, so that an error on any rank ends the job
+        mpi.start()  # under mpiexec: MPI first, so that an error on any rank ends the job
         set_backend(args.backend or os.environ.get("TINYGPT_BACKEND") or "numpy")
         set_kernels(args.kernels)
         args.run(args)
         return 0
     except BrokenPipeError:  # e.g. `tinygpt sample | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail
-        return distributed.end_job(1)
+        return mpi.end_job(1)
     except (TrainingInterrupted, KeyboardInterrupt) as e:
         return _fail(args, 130, f"tinygpt: {str(e) or 'interrupted'}")
     except Exception as e:
@@ -227,8 +227,8 @@ def main(argv=None):
 
 def _fail(args, code, line):
     """Report a failure on stderr, in one line (with --debug, the traceback), and return the exit
-    status; under MPI, end every rank of the job (distributed.end_job), so that none waits on."""
-    return distributed.end_job(code, traceback.format_exc().rstrip() if args.debug else line)
+    status; under MPI, end every rank of the job (mpi.end_job), so that none waits on."""
+    return mpi.end_job(code, traceback.format_exc().rstrip() if args.debug else line)
 
 
 def _describe(error):

@@ -83,7 +83,7 @@ def read_text(path):
 
 class CharTokenizer:
     """One token per distinct character; `vocab` is those characters as a string, in id order.
-    (The other tokenizer, GPT-2's byte-level BPE, is tinygrad_gpt.bpe's; both have this interface.)"""
+    (The other tokenizer, GPT-2's byte-level BPE, is tinygrad_gpt.hf.bpe's; both have this interface.)"""
 
     eos_token = None  # a character vocabulary has no end-of-text token
 

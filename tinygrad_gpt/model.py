@@ -5,41 +5,18 @@ The lm head shares wte's matrix: logits = x @ wte.T.
 """
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 import tinygrad_gpt.engine.functional as F
+from tinygrad_gpt.config import GPTConfig
 from tinygrad_gpt.engine import Tensor, backend, no_grad
+from tinygrad_gpt.errors import CheckpointError
+from tinygrad_gpt.hf import gpt2
 from tinygrad_gpt.kernels.array_module import xp_of
 from tinygrad_gpt.nn import Dropout, Embedding, LayerNorm, Linear, Module
 
-
-@dataclass
-class GPTConfig:
-    vocab_size: int
-    block_size: int  # the longest context the model sees (rows of wpe)
-    n_layer: int
-    n_head: int
-    n_embd: int
-    dropout: float = 0.0
-    bias: bool = True  # biases in the Linears and LayerNorms, like GPT-2
-    layer_norm_epsilon: float = 1e-5  # GPT-2's name and value
-
-    def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig.n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.bias, bool):
-            raise ValueError(f"GPTConfig.bias must be True or False, got {self.bias!r}")
-        eps = self.layer_norm_epsilon
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
-            raise ValueError(f"GPTConfig.layer_norm_epsilon must be in (0, 1), got {eps!r}")
+__all__ = ["GPT", "GPTConfig"]  # GPTConfig lives in config.py, beside the training config
 
 
 class KVCache:
@@ -150,9 +127,18 @@ class GPT(Module):
         """A Hugging Face GPT-2 folder (config.json, model.safetensors or its shards), or a Hub
         name like "gpt2" where huggingface_hub can fetch it, as our GPT; its weights in `dtype`
         (float64 for exact comparisons); `dropout` for fine-tuning."""
-        from tinygrad_gpt.huggingface import load_pretrained  # it builds a GPT: imported on use
-
-        return load_pretrained(path, dtype=dtype, dropout=dropout)
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        folder = gpt2.resolve(path)
+        model = cls(gpt2.read_config(folder, dropout))
+        if np.dtype(dtype) == np.float64:
+            model.double()  # before loading, so float64 weights keep every digit
+        tensors = gpt2.read_weights(folder)
+        try:
+            model.load_state_dict(tensors)
+        except ValueError as e:
+            raise CheckpointError(f"{folder}: the weights do not fit its {gpt2.CONFIG_FILE}: {e}") from None
+        return model
 
     def crop_block_size(self, block_size):
         """Keep the first block_size positions (nanoGPT's surgery for a shorter fine-tuning context)."""

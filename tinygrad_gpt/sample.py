@@ -6,7 +6,7 @@ from pathlib import Path
 from tinygrad_gpt.checkpoint import BEST_DIR, load_model, load_tokenizer, read_checkpoint
 from tinygrad_gpt.data import format_chars
 from tinygrad_gpt.errors import UsageError
-from tinygrad_gpt.huggingface import pretrained_tokenizer, resolve
+from tinygrad_gpt.hf.gpt2 import pretrained_tokenizer, resolve
 from tinygrad_gpt.model import GPT
 
 

@@ -3,11 +3,11 @@
 Reproducibility: every random draw of a step comes from (seed, step) alone. The batch of step s
 comes from np.random.default_rng([seed, s]) (all its micro-batches in one draw) and its dropout
 masks from engine.manual_seed(a number derived from (seed, s, micro-batch), and the shard on a
-multi-core CPU: tinygrad_gpt/parallel.py); eval batches come from their own fixed streams. So a
+multi-core CPU: tinygrad_gpt/parallel/shards.py); eval batches come from their own fixed streams. So a
 run resumed from a checkpoint at step s replays exactly what the uninterrupted run would have done. (Batches are
 drawn on the host, the same on both backends; dropout masks come from the backend's generator.)
 
-Under MPI (`mpiexec -n N tinygpt train`, tinygrad_gpt/distributed.py) every rank runs this loop on
+Under MPI (`mpiexec -n N tinygpt train`, tinygrad_gpt/parallel/mpi.py) every rank runs this loop on
 its rows of each batch, and rank 0 alone writes: the log, the checkpoints, stdout.
 """
 
@@ -32,18 +32,19 @@ from tinygrad_gpt.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from tinygrad_gpt.config import MODEL_FIELDS, preset_config
 from tinygrad_gpt.data import load_dataset, resolve_data_path
-from tinygrad_gpt.distributed import DistributedDataParallel, World
 from tinygrad_gpt.engine import backend, no_grad
 from tinygrad_gpt.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from tinygrad_gpt.fileio import atomic_write
-from tinygrad_gpt.huggingface import pretrained_tokenizer, read_config, resolve
+from tinygrad_gpt.hf.gpt2 import pretrained_tokenizer, read_config, resolve
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_, get_lr, grad_norm
-from tinygrad_gpt.parallel import DataParallel, default_shards, default_workers, describe_shards
-from tinygrad_gpt.presets import MODEL_FIELDS, preset_config
+from tinygrad_gpt.parallel import data_parallel, shard_workers
+from tinygrad_gpt.parallel.mpi import World
+from tinygrad_gpt.parallel.shards import default_shards, describe_shards
+from tinygrad_gpt.parallel.zero import ShardedAdamW
 from tinygrad_gpt.sample import default_prompt
-from tinygrad_gpt.zero import ShardedAdamW, ZeroDataParallel
 
 LOG_FILE = "log.jsonl"
 # Seed words that keep the dropout and eval streams apart from the batch stream [seed, step]
@@ -259,28 +260,6 @@ def _shaped_like(config, pretrained):
             f"--block-size {config.block_size} is longer than the pretrained model's {pretrained.block_size} positions"
         )
     return replace(config, n_layer=pretrained.n_layer, n_head=pretrained.n_head, n_embd=pretrained.n_embd)
-
-
-def shard_workers(world):
-    """What runs a process's shards: under MPI DistributedDataParallel's, else DataParallel's default."""
-    return DistributedDataParallel.WORKERS if world.distributed else default_workers()
-
-
-def data_parallel(model, optimizer, world, threads):
-    """How a training step is shared out: (what runs forward and backward, `step(x, y, seed, scale)`,
-    over `threads` shards (worker processes or threads: shard_workers) and the ranks of `world`, or
-    None for the plain one-thread step; the optimizer to step, which worker processes share out;
-    the tensors whose gradients clipping scales; what sums their norm over ranks where they are
-    shards)."""
-    if isinstance(optimizer, ShardedAdamW):  # ZeRO-1: this rank holds its optimizer's shard of the gradients
-        parallel = ZeroDataParallel(model, world, threads, optimizer)
-        return parallel, optimizer, optimizer.pieces, world.allreduce_sum
-    if world.distributed:
-        return DistributedDataParallel(model, world, threads), optimizer, model.parameters(), None
-    if threads == 1:
-        return None, optimizer, model.parameters(), None
-    parallel = DataParallel(model, threads, optimizer=optimizer)
-    return parallel, parallel.optimizer, model.parameters(), None
 
 
 def _check_same_model(config, saved):

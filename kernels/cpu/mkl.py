@@ -8,7 +8,7 @@ through ctypes; anything else, and every product without it, goes to NumPy's `@`
 are those of a product in another order of its sums: tested against NumPy's to rounding.
 
 MKL is loaded once, at import, before threadpoolctl looks for the BLAS libraries to limit
-(tinygrad_gpt/parallel.py), so that its threads are limited with OpenBLAS's. Its default
+(tinygrad_gpt/parallel/shards.py), so that its threads are limited with OpenBLAS's. Its default
 threading layer (Intel's OpenMP, installed with it) is kept.
 """
 

@@ -1,7 +1,7 @@
 """The same GPT and training step in plain PyTorch eager, for `tinygpt bench --vs-torch` only.
 
 PyTorch is never a dependency: this module is imported only when asked for, and only to time a
-reference in the same run as ours, in a process of its own (tinygrad_gpt/torch_contender.py). The
+reference in the same run as ours, in a process of its own (tinygrad_gpt/tools/torch_contender.py). The
 model mirrors tinygrad_gpt.model (GPT-2 architecture, tied head, fused qkv) written the idiomatic
 PyTorch way (nn.Linear, F.scaled_dot_product_attention, torch.optim.AdamW as nanoGPT configures
 it), and starts from our weights so the two first losses can be compared.

@@ -19,11 +19,11 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from tinygrad_gpt.collectives import MPICollectives, NCCLCollectives
 from tinygrad_gpt.engine import Tensor, backend
 from tinygrad_gpt.errors import DistributedError
 from tinygrad_gpt.kernels.array_module import xp_of
-from tinygrad_gpt.parallel import DataParallel, share_cores
+from tinygrad_gpt.parallel.collectives import MPICollectives, NCCLCollectives
+from tinygrad_gpt.parallel.shards import DataParallel, share_cores
 
 # (rank, size) that MPI launchers set for each process: MPICH's Hydra (and Intel MPI's), Open MPI's,
 # PMIx's (srun --mpi=pmix; it gives no size)

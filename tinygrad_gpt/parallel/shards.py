@@ -5,7 +5,7 @@ NumPy runs every elementwise op and reduction on one core; PyTorch runs its fuse
 of them. Shards recover that: each core works on its own shard, with BLAS held to one thread per
 shard so the cores are not asked for twice. Threads can do it because NumPy and BLAS release the
 GIL while they compute, but the Python between the kernels still takes turns; worker processes
-(shard_processes.py, the default on Linux) have an interpreter each. The batch loss is the
+(processes.py, the default on Linux) have an interpreter each. The batch loss is the
 token-weighted mean of the shards' losses, L = sum_s (n_s / N) L_s, so each shard's backward
 starts from n_s / N and the gradients simply add up. The shard count is part of the arithmetic
 (sums are rounded in a different order), so TINYGPT_CPU_THREADS pins it; 1 is the plain
@@ -24,7 +24,7 @@ from tinygrad_gpt import engine
 from tinygrad_gpt.engine import Tensor, backend
 from tinygrad_gpt.engine.trace import is_tracing
 from tinygrad_gpt.errors import UsageError
-from tinygrad_gpt.shard_processes import ShardProcesses
+from tinygrad_gpt.parallel.processes import ShardProcesses
 
 # In threads, Python's part of a shard's step holds the GIL, so past a few shards it would
 # dominate the step; in worker processes it does not, but each process makes three round trips a
@@ -95,11 +95,11 @@ def describe_shards(shards, workers, each=False):
 class DataParallel:
     """step(x, y, seed, scale): scale times model(x, y)'s loss as a 0-d Tensor, with every
     parameter's gradient of it added into its `.grad`, the batch split along its first axis over
-    `shards` workers: "processes" (tinygrad_gpt/shard_processes.py) or "threads", default from
+    `shards` workers: "processes" (tinygrad_gpt/parallel/processes.py) or "threads", default from
     default_workers(); the calling thread takes the last shard. Each shard seeds its own dropout
     generator from (seed, shard index); the gradients are added in shard order, so both kinds of
     worker give the same bits. optimizer: the model's AdamW; `.optimizer` is then the one to step,
-    which worker processes share out (shard_processes.SharedAdamW: the same bits again)."""
+    which worker processes share out (processes.SharedAdamW: the same bits again)."""
 
     def __init__(self, model, shards, workers=None, optimizer=None):
         self.model, self.shards = model, shards

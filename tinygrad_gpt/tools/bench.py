@@ -19,7 +19,7 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from tinygrad_gpt import engine
-from tinygrad_gpt.distributed import World
+from tinygrad_gpt.config import CHAR_VOCAB_SIZE, preset_config
 from tinygrad_gpt.engine import backend
 from tinygrad_gpt.engine.dispatch import kernels_for
 from tinygrad_gpt.engine.memory import peak_bytes, saved_for_backward
@@ -29,13 +29,12 @@ from tinygrad_gpt.kernels.cpu import mkl
 from tinygrad_gpt.kernels.cpu import target as numba_target
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
-from tinygrad_gpt.parallel import DataParallel, default_shards, describe_shards
-from tinygrad_gpt.presets import preset_config
-from tinygrad_gpt.train import data_parallel, shard_workers
-from tinygrad_gpt.zero import ShardedAdamW
+from tinygrad_gpt.parallel import data_parallel, shard_workers
+from tinygrad_gpt.parallel.mpi import World
+from tinygrad_gpt.parallel.shards import DataParallel, default_shards, describe_shards
+from tinygrad_gpt.parallel.zero import ShardedAdamW
 
 NEEDS_TORCH = "--vs-torch needs PyTorch, which is not importable here (pip install torch; never a dependency of ours)"
-VOCAB_SIZE = 65  # Tiny Shakespeare's character count, so the shapes are the real run's
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "batch_size")  # what `shape` may replace
 
 
@@ -43,7 +42,7 @@ def random_batch(config, seed=0):
     """Host int64 (x, y) of shape (batch_size, block_size), uniform over the vocabulary."""
     rng = np.random.default_rng(seed)
     shape = (config.batch_size, config.block_size)
-    return rng.integers(0, VOCAB_SIZE, shape), rng.integers(0, VOCAB_SIZE, shape)
+    return rng.integers(0, CHAR_VOCAB_SIZE, shape), rng.integers(0, CHAR_VOCAB_SIZE, shape)
 
 
 def tinygpt_step(config, seed=0, shards=1, world=None, zero=0):
@@ -51,7 +50,9 @@ def tinygpt_step(config, seed=0, shards=1, world=None, zero=0):
     forward and backward over `shards` threads, and the processes of `world`, clip, AdamW, or with
     zero=1 ZeRO-1's), the model and the optimizer."""
     model = GPT(
-        GPTConfig(VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd, dropout=config.dropout),
+        GPTConfig(
+            CHAR_VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd, dropout=config.dropout
+        ),
         seed=seed,
     )
     optimizer = AdamW(
@@ -145,7 +146,7 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
         raise UsageError("--vs-torch and --profile time one process: run them without mpiexec")
     try:
         config = preset_config(preset, **(shape or {}))
-        GPTConfig(VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd)
+        GPTConfig(CHAR_VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd)
     except ValueError as e:
         raise UsageError(str(e)) from None
     shards = default_shards(config.batch_size // world.size, world.local_size)
@@ -246,7 +247,7 @@ def _first_loss(model, config):
 
 class TorchContender:
     """The PyTorch twin of the benchmark, built from our initial weights on our device, in a process
-    of its own (tinygrad_gpt/torch_contender.py): PyTorch carries its own MKL, and where
+    of its own (tinygrad_gpt/tools/torch_contender.py): PyTorch carries its own MKL, and where
     ours was loaded first (kernels/cpu/mkl.py) PyTorch's calls would run ours instead, under our
     thread limits. So the twin runs with TINYGPT_MKL=0, as a PyTorch user's script would, with its
     default threads, and waits while ours runs. Requests and answers are pickled over its stdin
@@ -254,7 +255,7 @@ class TorchContender:
 
     def __init__(self, config, model_config, initial_weights, warmup):
         env = {**os.environ, "TINYGPT_MKL": "0"}
-        command = [sys.executable, "-m", "tinygrad_gpt.torch_contender"]
+        command = [sys.executable, "-m", "tinygrad_gpt.tools.torch_contender"]
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         device = "cuda" if backend.name() == "cupy" else "cpu"
         self.version, self.first_loss = self._ask((config, model_config, initial_weights, warmup, device))

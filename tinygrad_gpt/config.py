@@ -1,10 +1,41 @@
-"""Training configuration: every knob of a run, and the named presets the CLI starts from."""
+"""Configuration: the model's shape (GPTConfig), every knob of a run (TrainConfig), and the named
+presets the CLI starts from."""
 
 import math
 from dataclasses import dataclass
 
+# Tiny Shakespeare's character count: the vocabulary of a model built without data (bench, gradcheck),
+# so that its shapes are the real run's.
+CHAR_VOCAB_SIZE = 65
 # The fields that describe the model rather than the run; they also live in GPTConfig.
 MODEL_FIELDS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    block_size: int  # the longest context the model sees (rows of wpe)
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float = 0.0
+    bias: bool = True  # biases in the Linears and LayerNorms, like GPT-2
+    layer_norm_epsilon: float = 1e-5  # GPT-2's name and value
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig.n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.bias, bool):
+            raise ValueError(f"GPTConfig.bias must be True or False, got {self.bias!r}")
+        eps = self.layer_norm_epsilon
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ValueError(f"GPTConfig.layer_norm_epsilon must be in (0, 1), got {eps!r}")
 
 
 @dataclass

@@ -11,13 +11,12 @@ backward is checked too.
 import numpy
 
 from tinygrad_gpt import engine
-from tinygrad_gpt.bench import VOCAB_SIZE
 from tinygrad_gpt.checkpoint import load_model, read_checkpoint
+from tinygrad_gpt.config import CHAR_VOCAB_SIZE, preset_config
 from tinygrad_gpt.engine import backend
 from tinygrad_gpt.engine.dispatch import kernels_for
 from tinygrad_gpt.errors import TinyGPTError, UsageError
 from tinygrad_gpt.model import GPT, GPTConfig
-from tinygrad_gpt.presets import preset_config
 
 # Clean runs stay near 1e-8 (fourth-order differences in float64); a backward 0.1% off gives ~1e-3.
 TOLERANCE = 1e-5
@@ -42,7 +41,7 @@ def gradcheck(preset="tiny", out_dir=None, batch_size=4, elements=3, seed=0, tol
     else:
         config = preset_config(preset)
         model_config = GPTConfig(
-            VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd, dropout=config.dropout
+            CHAR_VOCAB_SIZE, config.block_size, config.n_layer, config.n_head, config.n_embd, dropout=config.dropout
         )
         model, source = GPT(model_config, seed=config.seed), f"the {preset} preset's initial weights"
     gradcheck_model(model, batch_size, elements, seed, tolerance, source, file)

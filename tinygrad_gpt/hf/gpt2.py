@@ -12,12 +12,11 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 from safetensors import safe_open
 
-from tinygrad_gpt.bpe import MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE, BPETokenizer
+from tinygrad_gpt.config import GPTConfig
 from tinygrad_gpt.errors import CheckpointError, TinyGPTError, one_line
-from tinygrad_gpt.model import GPT, GPTConfig
+from tinygrad_gpt.hf.bpe import MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE, BPETokenizer
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -36,24 +35,6 @@ READABLE_DTYPES = ("F16", "F32", "F64")  # what NumPy holds (not bfloat16)
 NOT_WEIGHTS = re.compile(r"(^|\.)(lm_head\.weight|h\.\d+\.attn\.(bias|masked_bias))$")  # tied head, mask buffers
 HUB_NAMES = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
 HUB_FILES = [CONFIG_FILE, MODEL_FILE, "model-*.safetensors", MODEL_INDEX_FILE, TOKENIZER_FILE, VOCAB_FILE, MERGES_FILE]
-
-
-def load_pretrained(path, dtype=np.float32, dropout=0.0):
-    """GPT.from_pretrained: the GPT-2 in folder `path` (or a Hub name, see resolve), weights in
-    `dtype`. A folder it cannot serve raises CheckpointError in one line naming the file and the
-    problem."""
-    if np.dtype(dtype) not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    folder = resolve(path)
-    model = GPT(read_config(folder, dropout))
-    if np.dtype(dtype) == np.float64:
-        model.double()  # before loading, so float64 weights keep every digit
-    tensors = read_weights(folder)
-    try:
-        model.load_state_dict(tensors)
-    except ValueError as e:
-        raise CheckpointError(f"{folder}: the weights do not fit its {CONFIG_FILE}: {e}") from None
-    return model
 
 
 def read_config(folder, dropout=0.0):

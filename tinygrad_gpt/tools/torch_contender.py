@@ -1,6 +1,6 @@
 """The process `tinygpt bench --vs-torch` times PyTorch in (bench.TorchContender starts it as
-`python -m tinygrad_gpt.torch_contender`). It reads the twin's config, our weights, its warm-up
-count and the device pickled on stdin, builds and warms the twin (tinygrad_gpt/torch_reference.py),
+`python -m tinygrad_gpt.tools.torch_contender`). It reads the twin's config, our weights, its warm-up
+count and the device pickled on stdin, builds and warms the twin (tinygrad_gpt/tools/torch_twin.py),
 answers PyTorch's version and the first loss, then the seconds of `iters` steps per request, until
 sent None. Answers go pickled to the stdout it was started with; anything printed goes to stderr."""
 
@@ -8,7 +8,7 @@ import os
 import pickle
 import sys
 
-from tinygrad_gpt.bench import NEEDS_TORCH, random_batch, time_steps
+from tinygrad_gpt.tools.bench import NEEDS_TORCH, random_batch, time_steps
 
 
 def serve(requests, answers):
@@ -20,7 +20,7 @@ def serve(requests, answers):
     try:
         import torch
 
-        from tinygrad_gpt.torch_reference import torch_step
+        from tinygrad_gpt.tools.torch_twin import torch_step
     except ImportError:
         answer("usage", NEEDS_TORCH)
         return

@@ -11,11 +11,11 @@ parallelism's arithmetic, but for the order of the sums. Checkpoints keep the on
 gathers the moments whole, so state_dict() is a collective that every rank must call.
 """
 
-from tinygrad_gpt.distributed import DistributedDataParallel
 from tinygrad_gpt.engine import Tensor
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.kernels.array_module import xp_of
 from tinygrad_gpt.optim import AdamW
+from tinygrad_gpt.parallel.mpi import DistributedDataParallel
 
 
 class ShardedAdamW(AdamW):
