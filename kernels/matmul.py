@@ -1,7 +1,5 @@
 """Matrix product and the affine map y = x @ W + b (both operands at least 2-D)."""
 
-import operator
-
 from tinygrad_gpt.kernels.reductions import column_sum
 
 
@@ -43,17 +41,16 @@ def linear_backward(dout, x, weight, has_bias=True):
 # --- fast ---------------------------------------------------------------------------------------
 
 
-def linear_backward_fast(dout, x, weight, has_bias=True, product=operator.matmul):
+def linear_backward_fast(dout, x, weight, has_bias=True):
     """linear_backward with db summed by BLAS (a product with a vector of ones, kernels/reductions.py):
     several times quicker for short rows, the same sum in another rounding order. And dW laid out
     in memory as the weight is: a tied output head multiplies by wte.T, a transposed view, and a
     dW computed as (dY^T X)^T is wte's layout once transposed back, where X^T dY would need the
-    whole (V, D) table transposed in memory (the same numbers either way). product: the two
-    matrices' product (the cpu rung passes MKL's, kernels/cpu/linear.py)."""
+    whole (V, D) table transposed in memory (the same numbers either way)."""
     x2 = x.reshape(-1, x.shape[-1])
     dout2 = dout.reshape(-1, dout.shape[-1])
-    dx = product(dout2, weight.T).reshape(x.shape)
+    dx = (dout2 @ weight.T).reshape(x.shape)
     transposed = weight.flags.f_contiguous and not weight.flags.c_contiguous
-    dweight = product(dout2.T, x2).T if transposed else product(x2.T, dout2)
+    dweight = (dout2.T @ x2).T if transposed else x2.T @ dout2
     dbias = column_sum(dout) if has_bias else None
     return dx, dweight, dbias

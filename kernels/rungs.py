@@ -6,8 +6,7 @@
            place, a per-head softmax shift, a saved tanh, ...); each says what it trades and is
            tested against plain (tests/test_kernels.py)
     cpu    fused loops compiled by Numba for host arrays (kernels/cpu/), tested against plain
-           (tests/test_kernels.py), and the Linear layers' products by MKL where it is installed;
-           the kernels it has no loop for are the fast ones
+           (tests/test_kernels.py); the kernels it has no loop for are the fast ones
     cuda   hand-written CUDA kernels for CuPy arrays (kernels/cuda/), tested against plain
            (tests/test_cuda_kernels.py); each hands what it does not cover to its fast twin
 
@@ -107,8 +106,6 @@ FAST = replace(
 CPU = replace(
     FAST,
     name="cpu",
-    linear_forward=cpu.linear_forward,
-    linear_backward=cpu.linear_backward,
     layernorm_forward=cpu.layernorm_forward,
     layernorm_backward=cpu.layernorm_backward,
     gelu_forward=cpu.gelu_forward,

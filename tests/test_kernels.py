@@ -334,8 +334,6 @@ def test_every_faster_kernel_has_a_story(faster):
     covered = {"linear_backward", "layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward"}
     covered |= {"cross_entropy_forward", "cross_entropy_backward", "embedding_backward", "adamw_update_multi"}
     covered |= {"attention_forward", "attention_backward"}
-    if faster is CPU:
-        covered |= {"linear_forward"}  # its product through MKL where installed (kernels/cpu/mkl.py)
     assert differ == covered
 
 

@@ -3,8 +3,7 @@
 A fast NumPy kernel (kernels/*.py) runs one pass over memory per NumPy call and allocates a fresh
 array for most of them: for the (B, T, C) activations of a step, that traffic, not the arithmetic,
 is the cost. A kernel here goes over its inputs once per loop and keeps everything else in
-registers, as the CUDA twins in kernels/cuda/ do on the GPU. Matrix products stay with BLAS: the
-Linear layers' with MKL's where the `mkl` extra is installed (kernels/cpu/mkl.py).
+registers, as the CUDA twins in kernels/cuda/ do on the GPU. Matrix products stay with BLAS.
 
 Each public function has the name, arguments and results of its NumPy twin and is tested against
 the plain one (tests/test_kernels.py). kernels/cpu/compiler.py says how Numba compiles them, and
@@ -16,7 +15,6 @@ from tinygrad_gpt.kernels.cpu.attention import attention_backward, attention_for
 from tinygrad_gpt.kernels.cpu.compiler import AVAILABLE, MISSING, target
 from tinygrad_gpt.kernels.cpu.gelu import gelu_backward, gelu_forward
 from tinygrad_gpt.kernels.cpu.layernorm import layernorm_backward, layernorm_forward
-from tinygrad_gpt.kernels.cpu.linear import linear_backward, linear_forward
 
 __all__ = [
     "AVAILABLE",
@@ -28,7 +26,5 @@ __all__ = [
     "gelu_forward",
     "layernorm_backward",
     "layernorm_forward",
-    "linear_backward",
-    "linear_forward",
     "target",
 ]

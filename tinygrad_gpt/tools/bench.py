@@ -25,7 +25,6 @@ from tinygrad_gpt.engine.dispatch import kernels_for
 from tinygrad_gpt.engine.memory import peak_bytes, saved_for_backward
 from tinygrad_gpt.engine.profiler import profile as engine_profile
 from tinygrad_gpt.errors import UsageError
-from tinygrad_gpt.kernels.cpu import mkl
 from tinygrad_gpt.kernels.cpu import target as numba_target
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
@@ -111,20 +110,18 @@ def device_name():
     return cuda.runtime.getDeviceProperties(cuda.Device().id)["name"].decode()
 
 
-def cpu_kernels(rung="cpu"):
-    """Which machine code NumPy, BLAS, Numba and MKL picked for this CPU (from its instruction sets,
-    unless NPY_DISABLE_CPU_FEATURES, OPENBLAS_CORETYPE, NUMBA_CPU_NAME or MKL_ENABLE_INSTRUCTIONS
-    say otherwise), as one line: NumPy's float32 tanh (GELU's; its AVX2 loop is 5x slower than its
-    AVX-512 one), NumPy's BLAS and its kernels, the CPU Numba compiles the cpu kernels for, and MKL
-    where the `rung`'s Linear products use it (the cpu rung's, kernels/cpu/mkl.py)."""
+def cpu_kernels():
+    """Which machine code NumPy, BLAS and Numba picked for this CPU (from its instruction sets,
+    unless NPY_DISABLE_CPU_FEATURES, OPENBLAS_CORETYPE or NUMBA_CPU_NAME say otherwise), as one
+    line: NumPy's float32 tanh (GELU's; its AVX2 loop is 5x slower than its AVX-512 one), NumPy's
+    BLAS and its kernels, which multiply every matrix, and the CPU Numba compiles the cpu kernels for."""
     introspect = getattr(np.lib, "introspect", None)  # NumPy >= 2.1
     tanh = introspect.opt_func_info(func_name="^tanh$", signature="float32") if introspect else {}
     target = next(iter(tanh.get("tanh", {}).values()), {}).get("current", "unknown")
-    blas = next((b for b in threadpool_info() if b["user_api"] == "blas" and b["filepath"] != mkl.PATH), None)
+    blas = next((b for b in threadpool_info() if b["user_api"] == "blas"), None)
     blas = f"{blas['internal_api']} {blas['version']} {blas.get('architecture', '')}".rstrip() if blas else "unknown"
     numba = numba_target()
-    line = f"NumPy float32 tanh {target}, BLAS {blas}" + (f", {numba}" if numba else "")
-    return line + (f", Linear products by {mkl.version()}" if rung == "cpu" and mkl.AVAILABLE else "")
+    return f"NumPy float32 tanh {target}, BLAS {blas}" + (f", {numba}" if numba else "")
 
 
 def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None, zero=0, shape=None):
@@ -160,7 +157,7 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
         "iters": iters,
         "warmup": warmup,
         **{name: getattr(config, name) for name in SHAPE_FIELDS},
-        "cpu_kernels": cpu_kernels(kernels) if backend.name() == "numpy" else None,
+        "cpu_kernels": cpu_kernels() if backend.name() == "numpy" else None,
         "shards": shards,  # per process
         "shard_workers": None if shards == 1 else shard_workers(world),
         "processes": world.size,
