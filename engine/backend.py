@@ -96,12 +96,11 @@ def keep_freed_host_memory():
     the process's malloc setting changes, so training calls this explicitly; importing does not).
 
     By default a block over 128 KiB is mmap'ed and given back to the OS when freed, so every
-    fresh temporary of an activation pays its page faults again, and numpy makes many. With
-    the thresholds raised, a GELU backward on (12, 64, 512) float32 ran 6x faster here. And one
-    arena for all threads: another thread's arena holds no block over 64 MiB (its heap's limit),
-    so each large temporary of a data-parallel shard (GPT-2's logits, gradients of its 50257-row
-    embedding) was mmap'ed and faulted in afresh; with one arena a step of GPT-2 124M on two
-    threads took 3.1-3.4 s instead of 3.6-4.3 s here (benchmarks/gpt2_vs_transformers.py).
+    fresh temporary of an activation pays its page faults again, and numpy makes many; with the
+    thresholds raised, freed blocks are reused and the faults are paid once. And one arena for
+    all threads: another thread's arena holds no block over 64 MiB (its heap's limit), so each
+    large temporary of a data-parallel shard (GPT-2's logits, gradients of its 50257-row
+    embedding) would be mmap'ed and faulted in afresh. What each saves: docs/benchmarks.md.
     """
     if not sys.platform.startswith("linux"):
         return

@@ -56,8 +56,8 @@ def adamw_update_fast(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps
 
 def adamw_update_multi_fast(params, grads, exp_avgs, exp_avg_sqs, **hyper):
     """adamw_update_fast over the lists, host arrays in blocks of BLOCK elements: each of its ten
-    passes then reads and writes the cache instead of memory (for GPT-2's 124M parameters, 0.42 s
-    instead of 0.92 s here). CuPy arrays go whole: a block is a kernel launch there."""
+    passes then reads and writes the cache instead of memory, which matters most for a large
+    model (docs/benchmarks.md). CuPy arrays go whole: a block is a kernel launch there."""
     for param, grad, exp_avg, exp_avg_sq in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
         block = BLOCK if xp_of(param) is numpy else param.size
         flat = [a.reshape(-1) for a in (param, grad, exp_avg, exp_avg_sq)]  # views: param and moments are contiguous

@@ -83,8 +83,8 @@ def matmul_like(a, b, like):
 
 
 # Softmax is unchanged by subtracting any constant from a row; the row's max is the usual one (no
-# exp overflows). A constant per head serves as well and is much cheaper here: NumPy takes the
-# max of 64-number rows about 18x slower than the max of a head's 4096 scores at once. With the
+# exp overflows). A constant per head serves as well and is much cheaper in NumPy, which takes the
+# max of many short rows far more slowly than one max over all of a head's scores. With the
 # head's max every exp is still <= 1, but a row far below it could underflow, so a row summing to
 # less than exp(-60) sends the softmax back to row maxima (its exps within ~20 of its own max
 # would fall under float32's smallest normal, e^-87). The check reads the sums on the host: one

@@ -30,8 +30,8 @@ def cross_entropy_backward(dout, logits, targets, lse):
 
 
 def cross_entropy_forward_fast(logits, targets):
-    """cross_entropy_forward with the row sums done by BLAS (kernels/reductions.py): several
-    times quicker on rows of a few dozen classes, the same sums in another rounding order."""
+    """cross_entropy_forward with the row sums done by BLAS (kernels/reductions.py): quicker on
+    rows of a few dozen classes, the same sums in another rounding order."""
     xp = xp_of(logits)
     m = logits.max(axis=-1, keepdims=True)
     lse = m + xp.log(row_sum(xp.exp(logits - m)))

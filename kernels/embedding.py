@@ -23,9 +23,9 @@ def embedding_backward(dout, idx, num_embeddings):
 
 def embedding_backward_fast(dout, idx, num_embeddings):
     """The same scatter-add into the flattened table, where row v's j-th number sits at v * D + j:
-    NumPy's add.at is quick only on a 1-D target (on (V, D) rows it ran 6x slower here). The
-    index array it needs is D times larger than idx. The (V, D) table itself is returned, not a
-    view of the flat one, so the engine can hand it to the parameter without copying it."""
+    NumPy's add.at is quick only on a 1-D target, and slow on (V, D) rows. The index array it
+    needs is D times larger than idx. The (V, D) table itself is returned, not a view of the flat
+    one, so the engine can hand it to the parameter without copying it."""
     xp = xp_of(dout)
     d = dout.shape[-1]
     dweight = xp.zeros((num_embeddings, d), dtype=dout.dtype)

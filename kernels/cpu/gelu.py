@@ -1,9 +1,9 @@
 """GELU (kernels/gelu.py has the formula and the derivation) as one loop each way, with its own tanh.
 
-Numba has no SIMD tanh: LLVM would call the C library's once per number, dozens of times slower
-than NumPy's vectorized loop; and NumPy's loop is itself 5x slower without AVX-512 (measured in
-docs/benchmarks.md). So the float32 forward computes tanh from arithmetic that every SIMD unit has
-(+, *, /), in the same single pass that makes u and the output:
+Numba has no SIMD tanh: LLVM would call the C library's once per number, far slower than NumPy's
+vectorized loop; and NumPy's loop is itself much slower without AVX-512 (docs/benchmarks.md). So
+the float32 forward computes tanh from arithmetic that every SIMD unit has (+, *, /), in the same
+single pass that makes u and the output:
 
     tanh y = y / (1 + y^2 / (3 + y^2 / (5 + ... + y^2 / 17)))   (Lambert's continued fraction, cut)
            = y (34459425 + 4729725 y^2 + 135135 y^4 + 990 y^6 + y^8)
@@ -11,9 +11,9 @@ docs/benchmarks.md). So the float32 forward computes tanh from arithmetic that e
 
 close to float32's rounding for |y| <= 4.5; the double-angle rule tanh 2y = 2 tanh y / (1 + tanh^2 y)
 takes it to |u| <= 9, past which float32's tanh is +-1 (so u is clamped there). It is within 5 ulp
-of the exact tanh, NumPy's float32 tanh within 1.4 (tests/test_kernels.py). Float64, which the
-gradient checks use, takes the fast kernel's forward and NumPy's exact tanh. tanh u is kept for the
-backward, which is one loop for both."""
+of the exact tanh (tests/test_kernels.py), a little further than NumPy's float32 tanh. Float64,
+which the gradient checks use, takes the fast kernel's forward and NumPy's exact tanh. tanh u is
+kept for the backward, which is one loop for both."""
 
 import numpy
 

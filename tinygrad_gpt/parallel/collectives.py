@@ -2,8 +2,9 @@
 MPI for host (numpy) arrays, NCCL for GPU (cupy) arrays, each behind the same four methods.
 
 Every call is in place, or into a caller's buffer, and buffer-based (mpi4py's uppercase calls move
-the array's memory as it is; the lowercase ones pickle it, ten times slower). A rank that never
-joins a collective leaves the others waiting in it for ever: distributed.end_job ends the job.
+the array's memory as it is; the lowercase ones pickle it, which copies it and is far slower). A
+rank that never joins a collective leaves the others waiting in it for ever: mpi.end_job ends the
+job.
 """
 
 from tinygrad_gpt.errors import DistributedError
