@@ -43,10 +43,10 @@ def linear_backward(dout, x, weight, has_bias=True):
 
 def linear_backward_fast(dout, x, weight, has_bias=True):
     """linear_backward with db summed by BLAS (a product with a vector of ones, kernels/reductions.py):
-    several times quicker for short rows, the same sum in another rounding order. And dW laid out
-    in memory as the weight is: a tied output head multiplies by wte.T, a transposed view, and a
-    dW computed as (dY^T X)^T is wte's layout once transposed back, where X^T dY would need the
-    whole (V, D) table transposed in memory (the same numbers either way)."""
+    quicker for short rows, the same sum in another rounding order. And dW laid out in memory as the
+    weight is: a tied output head multiplies by wte.T, a transposed view, and a dW computed as
+    (dY^T X)^T is wte's layout once transposed back, where X^T dY would need the whole (V, D) table
+    transposed in memory (the same numbers either way)."""
     x2 = x.reshape(-1, x.shape[-1])
     dout2 = dout.reshape(-1, dout.shape[-1])
     dx = (dout2 @ weight.T).reshape(x.shape)
