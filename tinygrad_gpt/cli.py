@@ -73,7 +73,7 @@ def run_bench(args):
 
 
 def run_gradcheck(args):
-    gradcheck(args.preset, args.out_dir, args.batch_size, args.elements, args.seed, args.tolerance)
+    gradcheck(args.preset, args.out_dir, args.batch_size, args.elements, args.seed, args.tolerance, args.kernels)
 
 
 # TrainConfig's fields that `train` takes as flags (--max-iters, ...), with their help
@@ -194,7 +194,9 @@ def build_parser():
         parents=[common],
         help="check every gradient of the whole GPT against finite differences",
         description="Check d loss / d parameter for every parameter of a GPT, in float64, against central "
-        "differences along a random direction and at a few elements. Exit 1 names the first that fails.",
+        "differences along a random direction and at a few elements, on every rung of kernels this backend runs "
+        "(plain, fast, then cpu where Numba is installed or cuda on cupy), or on the one --kernels names "
+        "($TINYGPT_KERNELS does not narrow it). Exit 1 names the first rung and parameter that fail.",
     )
     p_check.set_defaults(run=run_gradcheck)
     p_check.add_argument("--preset", choices=PRESETS, default="tiny", help=f"model shapes: {presets} (default tiny)")
