@@ -1,18 +1,14 @@
 """Reverse-mode autodiff: the backward walk over the graph that the ops recorded.
 
-micrograd's whole backward, for comparison (karpathy/micrograd, engine.py):
-
-    topo = build_topo(self)          # every node after the nodes it was made from
-    self.grad = 1
-    for v in reversed(topo):         # so a node's gradient is complete before it is passed on
-        v._backward()                # each op adds (+=) into its inputs' .grad
-
-`_walk` below is the same loop for tensors. The differences, each a small helper beneath it: an op
-returns its inputs' gradients and the walk adds them (summing broadcast axes back to the input's
-shape); a node with several outputs (split) runs its backward once, after the last of them; the
-graph is freed as it is walked, so memory stays flat from step to step; and what reaches a leaf
-goes to `on_leaf`: into `.grad` for backward(), into a result list for grad(), with whether the
-array is the leaf's to keep (else it is copied if kept, and only read if added to what it has).
+Two walks over the same graphs. `reference_grad` is micrograd's (karpathy/micrograd, engine.py)
+written for our tensors, to read first: every tensor after the tensors it was made from,
+reversed, so a tensor's gradient is complete before its op's backward passes it on, and each
+backward's results added into its inputs' gradients. `_walk` is the one backward() and grad()
+run: the same loop, with three extras training needs, each a small helper beneath it and each
+set out in `_walk`'s docstring as a difference from the reference: a node with several outputs
+(split) runs its backward once, after the last of them; the graph is freed as it is walked; and
+a leaf's gradient is an array of its own, kept without a copy when nothing else holds it.
+tests/test_autograd_walk.py checks that both give a GPT the same gradients.
 """
 
 import collections
@@ -46,28 +42,66 @@ def grad(output, inputs, grad_output=None):
     return [Tensor._from_array(found[id(x)]) if id(x) in found else None for x in inputs]
 
 
+def reference_grad(output, inputs):
+    """d output / d x for each tensor x of `inputs` (leaf or not), as arrays (None where the
+    graph does not reach x); `output` is a one-element tensor an op made. micrograd's walk, for
+    study and as the reference `_walk` is tested against: it frees nothing of the graph and
+    touches no .grad."""
+    grads = {id(output): xp_of(output.data).ones_like(output.data)}  # d output / d t, for each t reached
+    for node in reversed(topological_order(output)):  # every use of a tensor has added into its gradient
+        fn, douts = node._ctx, [None] * node._ctx.n_outputs
+        douts[node._output_index] = grads.get(id(node))
+        if douts[node._output_index] is None:  # its op's backward passed it no gradient
+            continue
+        in_grads = fn.backward(*douts)  # a split's other outputs run it again, each with its own gradient
+        in_grads = in_grads if isinstance(in_grads, tuple) else (in_grads,)
+        for x, grad_x in zip(fn.inputs, in_grads):
+            if x is not None and grad_x is not None:  # each use of x adds in, into a new array
+                grads[id(x)] = grads.get(id(x), 0) + sum_to_shape(grad_x, x.shape)
+    return [grads.get(id(x)) for x in inputs]
+
+
 def _walk(root, root_grad, on_leaf):
+    """reference_grad's loop, with what backward() and grad() need beyond it:
+
+    - several outputs of one node (split): the reference runs a node's backward once per output,
+      the others' gradients None (right, since a backward is linear in them, but a split would
+      concatenate a whole input's worth of zeros per piece); here each output's gradient waits in
+      `pending` and the backward runs once, after the last of them, with all of them.
+    - freeing the graph as it goes: the reference leaves every tensor, node and saved array alive
+      until the caller drops the output, and keeps every gradient to the end; here each tensor is
+      cut from its node as it is passed (_free), its gradient is dropped once handed on, and a node
+      drops its inputs once all its outputs are walked, so activations go while the walk runs and
+      memory stays flat from step to step (a second backward through the graph raises).
+    - gradient ownership: the reference adds every contribution into a new array; here what
+      reaches a leaf goes to `on_leaf` with whether the array is the leaf's to keep (_fresh), so
+      .grad takes it without a copy when nothing else holds it, and later contributions add into
+      .grad in place (tensor.add_into_own). Between nodes gradients still add out of place
+      (add_grads): an op may hand one array to two inputs.
+
+    And the plumbing: a starting gradient other than ones (or a leaf as root), .grad for tensors
+    that retain_grad(), and each backward timed when profiling, printed when tracing."""
     root_grad = _starting_grad(root, root_grad)
     if root.is_leaf:
-        on_leaf(root, root_grad, False)
+        on_leaf(root, root_grad, False)  # not its to keep: the caller holds root_grad
         return
     order = topological_order(root)  # every tensor after the tensors it was made from
-    grads = {id(root): root_grad}  # d root / d t for each tensor t reached so far
+    grads = {id(root): root_grad}  # d root / d t for each tensor t reached and not yet passed on
     pending = _PendingOutputs(order)
     for node in reversed(order):  # so every use of a tensor has added into its gradient first
-        fn, grad = _free(node), grads.pop(id(node), None)
+        fn, grad = _free(node), grads.pop(id(node), None)  # freeing: node is a leaf of nothing now
         _retain(node, grad)
         out_grads = pending.arrive(fn, node._output_index, grad)
-        if out_grads is not None:  # fn's last output: run its backward, once
+        if out_grads is not None:  # fn's last output: run its backward, once (several outputs)
             in_grads = _call_backward(fn, out_grads)
             for x, grad_x in zip(fn.inputs, in_grads):
                 if x is None or grad_x is None:
                     continue
-                if x.is_leaf:
+                if x.is_leaf:  # ownership: whether the leaf may keep grad_x itself
                     on_leaf(x, grad_x, _fresh(grad_x, out_grads, in_grads))
                 else:
                     grads[id(x)] = add_grads(grads.get(id(x)), grad_x)
-        if fn.outputs_walked == fn.n_outputs:  # an output this walk did not reach may come later
+        if fn.outputs_walked == fn.n_outputs:  # freeing; an output this walk did not reach may come later
             fn.inputs = ()
 
 
