@@ -11,12 +11,13 @@ Under MPI (`mpiexec -n N tinygpt train`, tinygrad_gpt/parallel/mpi.py) every ran
 its rows of each batch, and rank 0 alone writes: the log, the checkpoints, stdout.
 """
 
+import functools
 import json
 import math
 import shlex
 import signal
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +27,15 @@ from tinygrad_gpt import engine
 from tinygrad_gpt.checkpoint import (
     BEST_DIR,
     CONFIG_FILE,
+    Checkpoint,
     load_model,
     load_optimizer,
     load_tokenizer,
     read_checkpoint,
     save_checkpoint,
 )
-from tinygrad_gpt.config import MODEL_FIELDS, preset_config
-from tinygrad_gpt.data import load_dataset, resolve_data_path
+from tinygrad_gpt.config import MODEL_FIELDS, TrainConfig, preset_config
+from tinygrad_gpt.data import TextDataset, load_dataset, resolve_data_path
 from tinygrad_gpt.engine import backend, no_grad
 from tinygrad_gpt.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from tinygrad_gpt.fileio import atomic_write
@@ -85,110 +87,33 @@ def train(config, out_dir="out", data=None, resume=False, world=None, zero=0):
     """Train per config, checkpointing into out_dir; with resume, continue out_dir's checkpoint.
     data: the text file (else $TINYGPT_DATA, else the downloaded Tiny Shakespeare). world: the
     processes training together (distributed.init()), else this one alone; zero=1: they share
-    AdamW's state out (ZeRO-1, zero.py)."""
-    world = world or World()
-    out_dir = Path(out_dir)
-    checkpoint = read_checkpoint(out_dir) if resume else None
-    if not resume and (out_dir / CONFIG_FILE).exists():
-        raise UsageError(f"{out_dir} already holds a checkpoint; continue it with --resume, or pick another --out-dir")
-    pretrained = resolve(config.init_from) if config.init_from and not checkpoint else None
-    if pretrained:
-        config = _shaped_like(config, read_config(pretrained))
-    tokenizer = load_tokenizer(checkpoint) if checkpoint else pretrained_tokenizer(pretrained) if pretrained else None
-    path = resolve_data_path(data)
-    dataset = load_dataset(path, config.block_size, tokenizer)
-    tokenizer = dataset.tokenizer
-
-    if checkpoint:
-        _check_same_model(config, checkpoint.train_config)
-        model = load_model(checkpoint)
-        step, best_val_loss = checkpoint.step, checkpoint.best_val_loss
-    elif pretrained:
-        model = GPT.from_pretrained(pretrained, dropout=config.dropout)
-        model.crop_block_size(config.block_size)
-        step, best_val_loss = 0, None
-    else:
-        model_config = {name: getattr(config, name) for name in MODEL_FIELDS}
-        try:
-            model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **model_config), seed=config.seed)
-        except ValueError as e:
-            raise UsageError(f"invalid config: {e}") from None
-        step, best_val_loss = 0, None
-    if config.batch_size < world.size:
-        raise UsageError(f"--batch-size {config.batch_size} is less than the {world.size} processes: each needs a row")
-    world.broadcast_parameters(model.parameters())
-    optimizer = AdamW(
-        model.named_parameters(), lr=config.learning_rate, betas=(0.9, config.beta2), weight_decay=config.weight_decay
-    )
-    if zero:  # ZeRO-1: this rank keeps AdamW's state for its shard of the parameters alone
-        optimizer = ShardedAdamW(optimizer, world)
-    if checkpoint:
-        load_optimizer(checkpoint, optimizer)
-    if world.rank == 0:  # the one writer
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _keep_log_until(out_dir / LOG_FILE, step)  # also finds an unwritable out-dir before any training
-    if step >= config.max_iters:
-        print(
-            f"{out_dir} is already at step {step} >= max_iters {config.max_iters}; pass a larger --max-iters to go on"
-        )
+    AdamW's state out (ZeRO-1, parallel/zero.py)."""
+    world, out_dir = world or World(), Path(out_dir)
+    run = make_run(config, out_dir, data, resume)
+    config, model, dataset, step, best_val_loss = run.config, run.model, run.dataset, run.step, run.best_val_loss
+    optimizer = make_optimizer(model, config, world, zero, run.checkpoint)
+    if not _prepare_out_dir(out_dir, world, step, config.max_iters):
         return
-
     shards = default_shards(config.batch_size // world.size, world.local_size)
-    processes = f", {world.size} processes" if world.distributed else ""
-    threads = describe_shards(shards, shard_workers(world), each=world.distributed)
-    doing = f"resuming at step {step}" if checkpoint else f"fine-tuning {pretrained}" if pretrained else "training"
-    ours_only = "" if model.config.bias else " (bias=False: ours only, transformers cannot load them)"
-    print(
-        f"{doing}: {model.num_params():,} parameters on {backend.name()}{processes}{threads}, data {path} "
-        f"(vocab {tokenizer.vocab_size}), checkpoints in {out_dir}{ours_only}"
-    )
-
-    def save(directory, with_optimizer):  # on every rank: a ShardedAdamW gathers its state from all
-        if world.rank == 0:
-            optimizer_state = optimizer if with_optimizer else None
-            save_checkpoint(directory, model, tokenizer, config, step, best_val_loss, optimizer_state)
-        elif with_optimizer:
-            optimizer.state_dict()  # this rank's part of the gather
-
-    def log_losses(losses, lr):
-        """Print the losses of an evaluation and append them to log.jsonl (rank 0, the one writer)."""
-        if not all(map(math.isfinite, losses.values())):
-            raise TrainingDiverged(
-                f"the eval loss is not finite at step {step}; stopped; the last "
-                f"checkpoint in {out_dir} is left as it was"
-            )
-        record = dict(
-            step=step,
-            train_loss=losses["train"],
-            val_loss=losses["val"],
-            lr=lr,
-            elapsed_s=round(time.time() - start, 3),
-        )
-        tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        if world.rank == 0:
-            with open(out_dir / LOG_FILE, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
+    _announce(run, world, shards, out_dir)
+    save = functools.partial(_save, world, model, dataset.tokenizer, config)
     model.train()
     xp = backend.get_xp()
     backend.keep_freed_host_memory()  # a step makes many large temporaries (set before workers fork)
     parallel, optimizer, params, sum_over = data_parallel(model, optimizer, world, shards)
     accumulate = config.gradient_accumulation_steps
-    tokens_per_step = config.batch_size * accumulate * config.block_size
-    start = time.time()
-    if pretrained:  # where fine-tuning starts from (nanoGPT's evaluation at step 0; nothing saved)
-        log_losses(estimate_loss(model, dataset, config, world), config.learning_rate)
-    synced_step, synced_time = step, start
-    finite_flags = []  # one 0-d device bool per step since the last sync: read together, not per step
+    rows = config.batch_size * accumulate  # a step's batch, taken in `accumulate` micro-batches
+    start = synced_time = time.time()
+    if run.pretrained:  # where fine-tuning starts from (nanoGPT's evaluation at step 0; nothing saved)
+        _log_losses(out_dir, world, step, estimate_loss(model, dataset, config, world), config.learning_rate, start)
+    synced_step, finite_flags = step, []  # one 0-d device bool per step since the last sync, read together
     bar = tqdm(total=config.max_iters, initial=step, dynamic_ncols=True, disable=world.rank > 0 or None, unit="it")
-    # numpy's overflow warnings would only repeat what the finiteness check below reports
+    # numpy's overflow warnings would only repeat what the finiteness check reports
     with _InterruptFlag() as interrupted, np.errstate(all="ignore"), bar:
         while step < config.max_iters:
             lr = get_lr(step, config.learning_rate, config.min_lr, config.warmup_iters, config.lr_decay_iters)
             optimizer.lr = lr
-            x, y = dataset.get_batch(
-                "train", config.batch_size * accumulate, config.block_size, batch_rng(config.seed, step)
-            )
+            x, y = dataset.get_batch("train", rows, config.block_size, batch_rng(config.seed, step))
             loss = 0.0  # the step's mean loss over its micro-batches, on the device
             for micro_step, (xm, ym) in enumerate(zip(np.split(x, accumulate), np.split(y, accumulate))):
                 seed = dropout_seed(config.seed, step, micro_step)
@@ -197,7 +122,7 @@ def train(config, out_dir="out", data=None, resume=False, world=None, zero=0):
                     _, micro_loss = model(backend.asarray(xm), backend.asarray(ym))  # forward
                     micro_loss = micro_loss / accumulate  # so the summed gradients are the whole batch's
                     micro_loss.backward()  # backward: adds into every parameter's .grad
-                else:  # the same forward and backward, the micro-batch split over CPU threads or processes
+                else:  # the same forward and backward, the micro-batch split over CPU cores or MPI ranks
                     micro_loss = parallel.step(xm, ym, seed, scale=1 / accumulate)
                 loss = loss + micro_loss.data
             if config.grad_clip > 0:
@@ -212,44 +137,162 @@ def train(config, out_dir="out", data=None, resume=False, world=None, zero=0):
             stop = world.any(interrupted)  # Ctrl-C (under MPI, rank 0's: every rank stops at this step)
 
             evaluate = step % config.eval_interval == 0 or step == config.max_iters
-            if step % config.log_interval == 0 or evaluate or stop:
-                # the one host sync: catch a non-finite step before anything gets saved
-                flags = backend.to_numpy(xp.stack(finite_flags))
-                if not flags.all():
-                    bad_step = synced_step + int(np.argmin(flags))
-                    raise TrainingDiverged(
-                        f"loss or gradient norm is not finite at step {bad_step}; stopped "
-                        f"(try a lower --learning-rate); the last checkpoint in {out_dir} "
-                        f"is left as it was"
-                    )
-                now = time.time()
-                tokens_per_s = (step - synced_step) * tokens_per_step / (now - synced_time)
+            if step % config.log_interval == 0 or evaluate or stop:  # the one host sync of the loop
+                _check_finite(finite_flags, synced_step, out_dir)  # before anything gets saved
+                tokens_per_s = (step - synced_step) * rows * config.block_size / (time.time() - synced_time)
                 bar.set_postfix({"loss": f"{float(backend.to_numpy(loss)):.4f}", "tok/s": f"{tokens_per_s:,.0f}"})
-                finite_flags, synced_step, synced_time = [], step, now
+                finite_flags, synced_step, synced_time = [], step, time.time()
             if evaluate:
                 losses = estimate_loss(model, dataset, config, world)
-                log_losses(losses, lr)
+                _log_losses(out_dir, world, step, losses, lr, start)
                 improved = best_val_loss is None or losses["val"] < best_val_loss
+                best_val_loss = losses["val"] if improved else best_val_loss
+                save(out_dir, step, best_val_loss, optimizer)
                 if improved:
-                    best_val_loss = losses["val"]
-                save(out_dir, with_optimizer=True)
-                if improved:
-                    save(out_dir / BEST_DIR, with_optimizer=False)
+                    save(out_dir / BEST_DIR, step, best_val_loss)
                 synced_time = time.time()  # tokens/s counts training, not this evaluation and save
             if stop and step < config.max_iters:
                 if not evaluate:
-                    save(out_dir, with_optimizer=True)
-                data_flag = ["--data", str(data)] if data else []
-                command = shlex.join(world.command("train", "--out-dir", str(out_dir), "--resume", *data_flag))
+                    save(out_dir, step, best_val_loss, optimizer)
+                command = _resume_command(world, out_dir, data)
                 raise TrainingInterrupted(
                     f"interrupted at step {step}; checkpoint saved in {out_dir}; resume with: {command}"
                 )
-
     if world.rank == 0:
         _plot_losses(out_dir)
-        prompt = tokenizer.encode(default_prompt(tokenizer))[None]
-        sample = model.generate(prompt, 200, temperature=0.8, top_k=40, seed=config.seed)
-        print(f"sample after {step} steps:\n{tokenizer.decode(sample[0])}")
+        _print_sample(model, dataset.tokenizer, config.seed, step)
+
+
+@dataclass
+class Run:
+    """Where a run starts: its config (a pretrained model's shape in it), the model, the data (with
+    its tokenizer), the step and best val loss so far, the checkpoint it resumes or the pretrained
+    folder it fine-tunes (else None), and what it is doing, for its first line."""
+
+    config: TrainConfig
+    model: GPT
+    dataset: TextDataset
+    data_path: Path
+    step: int = 0
+    best_val_loss: float | None = None
+    checkpoint: Checkpoint | None = None
+    pretrained: Path | None = None
+    doing: str = "training"
+
+
+def make_run(config, out_dir, data=None, resume=False):
+    """A fresh run, one resumed from out_dir's checkpoint, or one fine-tuning the pretrained model
+    config.init_from; data as for train()."""
+    checkpoint = read_checkpoint(out_dir) if resume else None
+    if not resume and (out_dir / CONFIG_FILE).exists():
+        raise UsageError(f"{out_dir} already holds a checkpoint; continue it with --resume, or pick another --out-dir")
+    pretrained = resolve(config.init_from) if config.init_from and not checkpoint else None
+    if pretrained:
+        config = _shaped_like(config, read_config(pretrained))
+    tokenizer = load_tokenizer(checkpoint) if checkpoint else pretrained_tokenizer(pretrained) if pretrained else None
+    path = resolve_data_path(data)
+    dataset = load_dataset(path, config.block_size, tokenizer)
+    if checkpoint:
+        _check_same_model(config, checkpoint.train_config)
+        resumed = dict(step=checkpoint.step, best_val_loss=checkpoint.best_val_loss, checkpoint=checkpoint)
+        return Run(
+            config, load_model(checkpoint), dataset, path, **resumed, doing=f"resuming at step {checkpoint.step}"
+        )
+    if pretrained:
+        model = GPT.from_pretrained(pretrained, dropout=config.dropout)
+        model.crop_block_size(config.block_size)
+        return Run(config, model, dataset, path, pretrained=pretrained, doing=f"fine-tuning {pretrained}")
+    model_config = {name: getattr(config, name) for name in MODEL_FIELDS}
+    try:
+        model = GPT(GPTConfig(vocab_size=dataset.tokenizer.vocab_size, **model_config), seed=config.seed)
+    except ValueError as e:
+        raise UsageError(f"invalid config: {e}") from None
+    return Run(config, model, dataset, path)
+
+
+def make_optimizer(model, config, world, zero=0, checkpoint=None):
+    """AdamW over the model's parameters, once every rank holds rank 0's (ZeRO-1's ShardedAdamW,
+    which keeps this rank's shard of its state alone, with zero=1), restored from the checkpoint."""
+    if config.batch_size < world.size:
+        raise UsageError(f"--batch-size {config.batch_size} is less than the {world.size} processes: each needs a row")
+    world.broadcast_parameters(model.parameters())
+    optimizer = AdamW(
+        model.named_parameters(), lr=config.learning_rate, betas=(0.9, config.beta2), weight_decay=config.weight_decay
+    )
+    if zero:
+        optimizer = ShardedAdamW(optimizer, world)
+    if checkpoint:
+        load_optimizer(checkpoint, optimizer)
+    return optimizer
+
+
+def _prepare_out_dir(out_dir, world, step, max_iters):
+    """Whether there is training to do, once out_dir is ready for it: made, with log lines past
+    `step` dropped (rank 0, the one writer; this also finds an unwritable out-dir early)."""
+    if world.rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _keep_log_until(out_dir / LOG_FILE, step)
+    if step >= max_iters:
+        print(f"{out_dir} is already at step {step} >= max_iters {max_iters}; pass a larger --max-iters to go on")
+    return step < max_iters
+
+
+def _resume_command(world, out_dir, data):
+    """The command that continues this run (under MPI, started the same way)."""
+    data_flag = ["--data", str(data)] if data else []
+    return shlex.join(world.command("train", "--out-dir", str(out_dir), "--resume", *data_flag))
+
+
+def _print_sample(model, tokenizer, seed, step):
+    """What the trained model writes after the default prompt, as training's last words."""
+    prompt = tokenizer.encode(default_prompt(tokenizer))[None]
+    sample = model.generate(prompt, 200, temperature=0.8, top_k=40, seed=seed)
+    print(f"sample after {step} steps:\n{tokenizer.decode(sample[0])}")
+
+
+def _announce(run, world, shards, out_dir):
+    """The run's first line: what it does, on what, from which data, into which folder."""
+    processes = f", {world.size} processes" if world.distributed else ""
+    threads = describe_shards(shards, shard_workers(world), each=world.distributed)
+    ours_only = "" if run.model.config.bias else " (bias=False: ours only, transformers cannot load them)"
+    print(
+        f"{run.doing}: {run.model.num_params():,} parameters on {backend.name()}{processes}{threads}, "
+        f"data {run.data_path} (vocab {run.dataset.tokenizer.vocab_size}), checkpoints in {out_dir}{ours_only}"
+    )
+
+
+def _save(world, model, tokenizer, config, directory, step, best_val_loss, optimizer=None):
+    """A checkpoint into directory, written by rank 0; with the optimizer, every rank takes part (a
+    ShardedAdamW gathers its state from all)."""
+    if world.rank == 0:
+        save_checkpoint(directory, model, tokenizer, config, step, best_val_loss, optimizer)
+    elif optimizer is not None:
+        optimizer.state_dict()  # this rank's part of the gather
+
+
+def _check_finite(finite_flags, first_step, out_dir):
+    """Stop at the first step since first_step whose loss or gradient norm was not finite."""
+    flags = backend.to_numpy(backend.get_xp().stack(finite_flags))
+    if not flags.all():
+        raise TrainingDiverged(
+            f"loss or gradient norm is not finite at step {first_step + int(np.argmin(flags))}; stopped "
+            f"(try a lower --learning-rate); the last checkpoint in {out_dir} is left as it was"
+        )
+
+
+def _log_losses(out_dir, world, step, losses, lr, start):
+    """Print the losses of an evaluation and append them to log.jsonl (rank 0, the one writer)."""
+    if not all(map(math.isfinite, losses.values())):
+        raise TrainingDiverged(
+            f"the eval loss is not finite at step {step}; stopped; the last checkpoint in {out_dir} is left as it was"
+        )
+    record = dict(
+        step=step, train_loss=losses["train"], val_loss=losses["val"], lr=lr, elapsed_s=round(time.time() - start, 3)
+    )
+    tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    if world.rank == 0:
+        with open(out_dir / LOG_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 def _shaped_like(config, pretrained):
