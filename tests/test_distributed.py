@@ -2,6 +2,7 @@
 log the losses one process logs (to float32 rounding), one rank writes, a run resumes under any
 N, and a rank that fails, is interrupted or is killed ends the whole job at once, in one line."""
 
+import collections
 import importlib.util
 import json
 import os
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
+from accumulation_check import MICRO_STEPS, Counted, accumulate
 from tiny_runs import REPO, TINY_FLAGS, assert_one_line_error, clean_env, parent_pid, tinygpt, wait_for_checkpoint
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.parallel.mpi import LAUNCHER_VARIABLES, DistributedDataParallel, World
@@ -309,6 +311,34 @@ def test_the_ranks_gradients_add_up_to_the_whole_batchs():
         DistributedDataParallel(model, world, threads=1).step(x, y, seed=7)
         sent.append(world.collectives.sent)
     np.testing.assert_allclose(sum(sent), want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("zero", [0, 1])
+def test_one_sync_per_batch_gives_the_bits_of_a_sync_per_micro_step_on_one_rank(zero):
+    """In one process, a job of one rank: deferred micro-steps add into the buffer the collective
+    takes, which the sync leaves ready for the next batch, in the order the per-micro-step sums
+    came in; one sync a batch makes one gradient collective (and ZeRO's small one of the loss)."""
+    (every, every_params), (once, once_params) = (
+        accumulate(World(comm=object(), collectives=Counted()), zero, sync_every) for sync_every in (True, False)
+    )
+    gradients = "reduce_scatter_sum" if zero else "allreduce_sum"
+    for (loss, grads, calls), (want_loss, want_grads, want_calls) in zip(once, every, strict=True):
+        assert loss == want_loss
+        for got, want in zip(grads, want_grads, strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert calls == collections.Counter({gradients: 1, "allreduce_sum": 1} if zero else {gradients: 1})
+        assert want_calls[gradients] == MICRO_STEPS
+    for got, want in zip(once_params, every_params, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@needs_mpi
+def test_one_sync_per_batch_agrees_with_a_sync_per_micro_step_over_ranks():
+    """Over 2 ranks, each way of DistributedDataParallel and ZeRO-1 (tests/accumulation_check.py)."""
+    command = [MPIEXEC, "-n", "2", sys.executable, str(REPO / "tests" / "accumulation_check.py")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**clean_env(), **pinned()})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "one sync per batch agrees on 2 ranks"
 
 
 def test_rows_cut_the_batch_in_near_equal_parts():

@@ -15,11 +15,11 @@ def shard_workers(world):
 
 
 def data_parallel(model, optimizer, world, threads):
-    """How a training step is shared out: (what runs forward and backward, `step(x, y, seed, scale)`,
-    over `threads` shards (worker processes or threads: shard_workers) and the ranks of `world`, or
-    None for the plain one-thread step; the optimizer to step, which worker processes share out;
-    the tensors whose gradients clipping scales; what sums their norm over ranks where they are
-    shards)."""
+    """How a training step is shared out: (what runs forward and backward, `step(x, y, seed, scale,
+    sync)` with sync False on each micro-step of gradient accumulation but the last, over `threads`
+    shards (worker processes or threads: shard_workers) and the ranks of `world`, or None for the
+    plain one-thread step; the optimizer to step, which worker processes share out; the tensors
+    whose gradients clipping scales; what sums their norm over ranks where they are shards)."""
     if isinstance(optimizer, ShardedAdamW):  # ZeRO-1: this rank holds its optimizer's shard of the gradients
         parallel = ZeroDataParallel(model, world, threads, optimizer)
         return parallel, optimizer, optimizer.pieces, world.allreduce_sum

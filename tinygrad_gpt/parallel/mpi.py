@@ -2,10 +2,13 @@
 
 `mpiexec -n N tinygpt train` starts N copies of the command, the ranks. Every rank draws the same
 batch of step s (from (seed, s), as one process does), takes its own rows of it through forward
-and backward (over threads too: parallel.py), and one Allreduce sums the ranks' gradients, each
+and backward (over threads too: shards.py), and one Allreduce sums the ranks' gradients, each
 weighted by its rows' share of the batch: every rank then holds the whole batch's gradient and
 takes the same AdamW step, so the parameters, equal at the start (rank 0's are broadcast), stay
-equal. With dropout 0 this is one process's step but for the order of the float32 sums.
+equal. With dropout 0 this is one process's step but for the order of the float32 sums. Under
+gradient accumulation each rank adds its micro-batches' gradients up alone, and the one Allreduce
+comes with the last micro-batch (nanoGPT's require_backward_grad_sync): the sums then run over
+micro-batches first and ranks second, where syncing every micro-batch ran them the other way.
 
 Rank 0 speaks for the job (stdout, the log, the checkpoints); the others print only an error. A
 rank that stops must not leave the others waiting in a collective for ever: end_job prints its one
@@ -160,12 +163,16 @@ def end_job(code, report=None):
 
 
 class DistributedDataParallel:
-    """step(x, y, seed, scale=1): DataParallel.step for all the ranks of `world` together. x, y is the whole
-    batch, the same on every rank; this rank takes its rows through forward and backward over
-    `threads` threads, then one Allreduce sums the ranks' gradients and losses, each weighted by
-    its rows' share. Every parameter's `.grad` is then the whole batch's gradient, a view into the
-    one flat buffer that was all-reduced, until zero_grad. `length`: that buffer's, if not the
-    gradients' and the loss's."""
+    """step(x, y, seed, scale=1, sync=True): DataParallel.step for all the ranks of `world` together.
+    x, y is the whole batch, the same on every rank; this rank takes its rows through forward and
+    backward over `threads` threads, weighted by their share of the batch. With sync, one Allreduce
+    then sums the ranks' gradients and losses: every parameter's `.grad` is the whole batch's
+    gradient, a view into the one flat buffer that was all-reduced, until zero_grad (or, where it
+    had a .grad, that plus the view); the summed loss is returned. Without sync (a micro-step of
+    gradient accumulation that is not the last) this rank's gradients and loss are only added up
+    in that buffer, the parameters' .grad are None, and a 0-d zero is returned: the next step with
+    sync sums them all and returns their loss, so the returned losses of a batch's micro-steps still
+    add up to its loss. `length`: that buffer's, if not the gradients' and the loss's."""
 
     WORKERS = "threads"  # what runs a rank's shards: a process forked after MPI_Init is beyond MPI's guarantees
 
@@ -178,27 +185,41 @@ class DistributedDataParallel:
         for p in self.params:
             self.grads.append(self.flat[start : start + p.size].reshape(p.shape))
             start += p.size
+        self.pending = False  # whether the buffer holds micro-steps' gradients not yet summed over the ranks
 
-    def step(self, x, y, seed, scale=1.0):
-        # the gradients of this step's earlier micro-batches (gradient accumulation), which may be
-        # views of the buffer reused below: copied, and added to once the new ones are summed
-        earlier = [None if p.grad is None else p.grad.copy() for p in self.params]
-        self.flat[-1] = self.forward_backward(x, y, seed, scale)
+    def step(self, x, y, seed, scale=1.0, sync=True):
+        if not self.pending:
+            # the gradients of this step's micro-batches up to the last sync, which may be views of
+            # the buffer reused below: copied, and added to once the new ones are summed
+            self.earlier = [None if p.grad is None else p.grad.copy() for p in self.params]
+        self.forward_backward(x, y, seed, scale, self.flat[-1:])
+        if not sync:
+            return self.no_loss_yet()
         self.world.allreduce_sum(self.flat)
-        for p, grad, before in zip(self.params, self.grads, earlier):
+        self.pending = False
+        for p, grad, before in zip(self.params, self.grads, self.earlier):
             p.grad = grad if before is None else before + grad
         return Tensor._from_array(self.flat[-1].copy())
 
-    def forward_backward(self, x, y, seed, scale=1.0):
-        """This rank's rows of x, y through forward and backward; its gradients, weighted by the
-        rows' share of the batch times `scale`, into self.grads; the loss so weighted, a 0-d array.
-        The parameters' .grad are None after it."""
+    def forward_backward(self, x, y, seed, scale, loss):
+        """This rank's rows of x, y through forward and backward: its gradients, weighted by the
+        rows' share of the batch times `scale`, into self.grads, and the loss so weighted into
+        loss[0], each added to what the micro-steps since the last sync left there. The
+        parameters' .grad are None after it."""
         rows, share = self.world.rows(len(x))
         seed = seed * self.world.size + self.world.rank  # every rank its own dropout masks
         for p in self.params:
             p.grad = None  # so that what is collected below is this batch's alone
-        loss = self.local.step(x[rows], y[rows], seed, scale=share * scale)
+        weighted = self.local.step(x[rows], y[rows], seed, scale=share * scale).data
         for p, grad in zip(self.params, self.grads):
-            grad[...] = 0 if p.grad is None else p.grad
+            if not self.pending:
+                grad[...] = 0 if p.grad is None else p.grad
+            elif p.grad is not None:
+                grad += p.grad
             p.grad = None
-        return loss.data
+        loss[0] = loss[0] + weighted if self.pending else weighted
+        self.pending = True
+
+    def no_loss_yet(self):
+        """What step returns without sync: a 0-d zero (the loss comes with the sync)."""
+        return Tensor._from_array(xp_of(self.flat).zeros((), self.flat.dtype))

@@ -93,13 +93,16 @@ def describe_shards(shards, workers, each=False):
 
 
 class DataParallel:
-    """step(x, y, seed, scale): scale times model(x, y)'s loss as a 0-d Tensor, with every
+    """step(x, y, seed, scale, sync): scale times model(x, y)'s loss as a 0-d Tensor, with every
     parameter's gradient of it added into its `.grad`, the batch split along its first axis over
     `shards` workers: "processes" (tinygrad_gpt/parallel/processes.py) or "threads", default from
     default_workers(); the calling thread takes the last shard. Each shard seeds its own dropout
     generator from (seed, shard index); the gradients are added in shard order, so both kinds of
     worker give the same bits. optimizer: the model's AdamW; `.optimizer` is then the one to step,
-    which worker processes share out (processes.SharedAdamW: the same bits again)."""
+    which worker processes share out (processes.SharedAdamW: the same bits again). `sync` is
+    DistributedDataParallel's, accepted and ignored: the shards' gradients are summed every step,
+    since summing each shard's micro-batches first would change the order of the additions, and so
+    the bits, for memory copies that stay on this machine."""
 
     def __init__(self, model, shards, workers=None, optimizer=None):
         self.model, self.shards = model, shards
@@ -115,7 +118,7 @@ class DataParallel:
             self._threads = [_Worker() for _ in range(shards - 1)]
             self.optimizer = optimizer
 
-    def step(self, x, y, seed, scale=1.0):
+    def step(self, x, y, seed, scale=1.0, sync=True):
         n = len(x)
         bounds = [n * s // self.shards for s in range(self.shards + 1)]
         tasks = [

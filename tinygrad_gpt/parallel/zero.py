@@ -6,9 +6,11 @@ equal shards, one per rank. A step: every rank's weighted gradients (its rows of
 DistributedDataParallel) go through one reduce-scatter, which leaves each rank the summed gradient
 of its own shard alone; the gradient norm adds the shards' squares up over the ranks; AdamW updates
 the rank's shard of the parameters, keeping moments for that shard only (1/N of them); and an
-all-gather hands every rank the whole updated vector. Element by element this is plain data
-parallelism's arithmetic, but for the order of the sums. Checkpoints keep the one format: saving
-gathers the moments whole, so state_dict() is a collective that every rank must call.
+all-gather hands every rank the whole updated vector. Under gradient accumulation the
+micro-batches' gradients add up on each rank and the one reduce-scatter comes with the last.
+Element by element this is plain data parallelism's arithmetic, but for the order of the sums.
+Checkpoints keep the one format: saving gathers the moments whole, so state_dict() is a collective
+that every rank must call.
 """
 
 from tinygrad_gpt.engine import Tensor
@@ -94,9 +96,10 @@ class _Piece:
 
 
 class ZeroDataParallel(DistributedDataParallel):
-    """step(x, y, seed, scale=1): DistributedDataParallel's, but one reduce-scatter of the gradients leaves
-    this rank the summed gradient of `optimizer`'s shard alone (a ShardedAdamW), and a small
-    Allreduce sums the loss."""
+    """step(x, y, seed, scale=1, sync=True): DistributedDataParallel's, but with sync one
+    reduce-scatter of the gradients leaves this rank the summed gradient of `optimizer`'s shard
+    alone (a ShardedAdamW, into whose gradient it is added), and a small Allreduce sums the loss;
+    without sync, as there, the gradients and loss only add up on this rank."""
 
     def __init__(self, model, world, threads, optimizer):
         super().__init__(model, world, threads, length=optimizer.flat.size)  # the gradients, then zeros
@@ -104,9 +107,12 @@ class ZeroDataParallel(DistributedDataParallel):
         self.shard_grad = xp_of(self.flat).zeros_like(optimizer.grad)  # what one reduce-scatter leaves here
         self.loss = xp_of(self.flat).zeros(1, self.flat.dtype)
 
-    def step(self, x, y, seed, scale=1.0):
-        self.loss[0] = self.forward_backward(x, y, seed, scale)
+    def step(self, x, y, seed, scale=1.0, sync=True):
+        self.forward_backward(x, y, seed, scale, self.loss)
+        if not sync:
+            return self.no_loss_yet()
         self.world.reduce_scatter_sum(self.flat, self.shard_grad)
-        self.optimizer.grad += self.shard_grad  # zeroed by the optimizer's zero_grad: micro-batches add up
+        self.pending = False
+        self.optimizer.grad += self.shard_grad  # zeroed by the optimizer's zero_grad: syncs add up
         self.world.allreduce_sum(self.loss)
         return Tensor._from_array(self.loss[0].copy())
