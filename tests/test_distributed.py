@@ -17,9 +17,19 @@ import pytest
 import safetensors.numpy
 
 from accumulation_check import MICRO_STEPS, Counted, accumulate
-from tiny_runs import REPO, TINY_FLAGS, assert_one_line_error, clean_env, parent_pid, tinygpt, wait_for_checkpoint
+from tiny_runs import (
+    REPO,
+    TINY_FLAGS,
+    assert_one_line_error,
+    clean_env,
+    parent_pid,
+    tiny_config,
+    tinygpt,
+    wait_for_checkpoint,
+)
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.parallel.mpi import LAUNCHER_VARIABLES, DistributedDataParallel, World
+from tinygrad_gpt.train import train
 
 MPIEXEC = shutil.which("mpiexec", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
 needs_mpi = pytest.mark.skipif(
@@ -330,6 +340,30 @@ def test_one_sync_per_batch_gives_the_bits_of_a_sync_per_micro_step_on_one_rank(
         assert want_calls[gradients] == MICRO_STEPS
     for got, want in zip(once_params, every_params, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("zero", [0, 1])
+def test_training_sums_the_ranks_gradients_once_per_step(tmp_path, corpus, zero):
+    """The loop asks for the ranks' sum on each step's last micro-batch alone (nanoGPT's
+    require_backward_grad_sync): here a job of one rank whose collectives count their calls."""
+
+    class Comm:  # mpi4py's, for a job of one rank
+        def allreduce(self, value):
+            return value
+
+    class Collectives(Counted):
+        def broadcast(self, array):
+            self.calls["broadcast"] += 1
+
+    collectives, steps = Collectives(), 3
+    config = tiny_config(max_iters=steps, eval_interval=steps, gradient_accumulation_steps=4)
+    train(config, tmp_path / "out", corpus, world=World(comm=Comm(), collectives=collectives), zero=zero)
+    evaluations = 1  # each sums its losses over the ranks in one Allreduce
+    if zero:  # a reduce-scatter of the gradients, then Allreduces of the loss and the squared norm
+        assert collectives.calls["reduce_scatter_sum"] == steps
+        assert collectives.calls["allreduce_sum"] == 2 * steps + evaluations
+    else:  # one Allreduce of the gradients and the loss
+        assert collectives.calls["allreduce_sum"] == steps + evaluations
 
 
 @needs_mpi

@@ -122,8 +122,8 @@ def train(config, out_dir="out", data=None, resume=False, world=None, zero=0):
                     _, micro_loss = model(backend.asarray(xm), backend.asarray(ym))  # forward
                     micro_loss = micro_loss / accumulate  # so the summed gradients are the whole batch's
                     micro_loss.backward()  # backward: adds into every parameter's .grad
-                else:  # the same forward and backward, the micro-batch split over CPU cores or MPI ranks
-                    micro_loss = parallel.step(xm, ym, seed, scale=1 / accumulate)
+                else:  # the same, the micro-batch split over CPU cores or MPI ranks, which sum once a step
+                    micro_loss = parallel.step(xm, ym, seed, scale=1 / accumulate, sync=micro_step == accumulate - 1)
                 loss = loss + micro_loss.data
             if config.grad_clip > 0:
                 norm = clip_grad_norm_(params, config.grad_clip, sum_over)
