@@ -11,7 +11,8 @@ from torch.profiler import ProfilerActivity, profile
 from tinygrad_gpt import engine
 from tinygrad_gpt.config import preset_config
 from tinygrad_gpt.engine import backend
-from tinygrad_gpt.tools.bench import TorchContender, tinygpt_step
+from tinygrad_gpt.tools.bench import random_batch, tinygpt_step
+from tinygrad_gpt.tools.torch_twin import TorchTwin
 
 
 def _gpu_us(event):
@@ -23,7 +24,7 @@ engine.set_backend("cupy")
 config = preset_config("baby")
 ours, model, _ = tinygpt_step(config)
 weights = {name: backend.to_numpy(a).copy() for name, a in model.state_dict().items()}
-theirs = TorchContender(config, model.config, weights)
+theirs = TorchTwin(model.config, config, weights, *random_batch(config), "cuda")
 for name, step, sync in [("ours", ours, backend.synchronize), ("torch", theirs.step, theirs.synchronize)]:
     for _ in range(3):
         step()

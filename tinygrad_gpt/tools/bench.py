@@ -7,11 +7,8 @@ random tokens; `time_steps` times any such callable the same way, so another imp
 
 import gc
 import json
-import os
-import pickle
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -131,10 +128,9 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
     zero=1 ZeRO-1's), and the Allreduce of its gradients is also timed alone. optimizer_mb: what
     AdamW's moments take in this process.
 
-    vs_torch: also time the same model and recipe in PyTorch eager, on the same device in a process
-    of its own (TorchContender), interleaved in blocks (ours, then torch, repeated) so neither
-    always runs on a cold cache or beside the other's still-spinning worker threads. profile: add a
-    per-op table of time, and one of the memory each op keeps for the backward, with the step's peak.
+    vs_torch: also time the same model and recipe in PyTorch eager on the same device (_vs_torch).
+    profile: add a per-op table of time, and one of the memory each op keeps for the backward, with
+    the step's peak.
     """
     if iters < 1 or warmup < 0:
         raise UsageError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
@@ -165,33 +161,17 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
         "optimizer_mb": sum(a.nbytes for m in (optimizer.exp_avg, optimizer.exp_avg_sq) for a in m.values()) / 2**20,
         "kernels": kernels,
     }
-    if not vs_torch:
-        times = time_steps(step, iters, warmup)
+    if vs_torch:
+        times, result["torch"], host_mb = _vs_torch(step, model, config, iters, warmup)
     else:
-        initial_weights = {name: backend.to_numpy(a).copy() for name, a in model.state_dict().items()}
-        first_loss = _first_loss(model, config)
-        time_steps(step, 0, max(warmup, 1))
-        torch = TorchContender(config, model.config, initial_weights, warmup)
-        times, torch_times = [], []
-        block = max(1, iters // 5)
-        while len(times) < iters:
-            times += time_steps(step, block, 0)
-            torch_times += torch.time_steps(block)
-        times, torch_times = times[:iters], torch_times[:iters]
-        result["torch"] = {
-            "version": torch.version,
-            "ms_per_iter": statistics.median(torch_times) * 1e3,
-            "first_loss_diff": abs(torch.first_loss - first_loss),
-        }
+        times = time_steps(step, iters, warmup)
+        host_mb = peak_host_rss_mb()
     if result["shard_workers"] == "processes":
         del step, optimizer  # and with them the worker processes, so that their peak memory can be read
         gc.collect()
-        result["worker_peak_rss_mb"] = peak_host_rss_mb(resource.RUSAGE_CHILDREN)  # before torch's ends
-    if vs_torch:
-        result["torch"]["peak_mem_mb"] = torch.close()
+        result["worker_peak_rss_mb"] = peak_host_rss_mb(resource.RUSAGE_CHILDREN)
     seconds = statistics.median(times)
     device_mb = peak_device_mb()
-    host_mb = peak_host_rss_mb()
     result.update(
         {
             "ms_per_iter": seconds * 1e3,
@@ -232,6 +212,36 @@ def _kept_for_backward(model, config):
     }
 
 
+def _vs_torch(step, model, config, iters, warmup):
+    """Our step and its PyTorch twin (tinygrad_gpt/tools/torch_twin.py, built from our initial
+    weights on our device) timed in blocks taking turns, ours then PyTorch's, so that neither always
+    runs on a cold cache or beside the other's still-spinning threads: our seconds per step, the
+    twin's results, and our peak host RSS, read before PyTorch is imported into this process."""
+    weights = {name: backend.to_numpy(a).copy() for name, a in model.state_dict().items()}
+    first_loss = _first_loss(model, config)
+    time_steps(step, 0, max(warmup, 1))
+    host_mb = peak_host_rss_mb()
+    try:
+        from tinygrad_gpt.tools.torch_twin import TorchTwin
+    except ImportError:
+        raise UsageError(NEEDS_TORCH) from None
+    device = "cuda" if backend.name() == "cupy" else "cpu"
+    twin = TorchTwin(model.config, config, weights, *random_batch(config), device)
+    time_steps(twin.step, 0, warmup, twin.synchronize)
+    times, torch_times = [], []
+    block = max(1, iters // 5)
+    while len(times) < iters:
+        times += time_steps(step, block, 0)
+        torch_times += time_steps(twin.step, block, 0, twin.synchronize)
+    torch = {
+        "version": twin.version,
+        "ms_per_iter": statistics.median(torch_times[:iters]) * 1e3,
+        "first_loss_diff": abs(twin.first_loss - first_loss),
+        "peak_mem_mb": twin.peak_mem_mb(),
+    }
+    return times[:iters], torch, host_mb
+
+
 def _first_loss(model, config):
     """The loss our model gives on the benchmark batch right now, without dropout or a graph."""
     x, y = (backend.asarray(a) for a in random_batch(config))
@@ -240,46 +250,6 @@ def _first_loss(model, config):
         loss = model(x, y)[1].item()
     model.train()
     return loss
-
-
-class TorchContender:
-    """The PyTorch twin of the benchmark, built from our initial weights on our device, in a process
-    of its own (tinygrad_gpt/tools/torch_contender.py): PyTorch carries its own MKL, and where
-    ours was loaded first (kernels/cpu/mkl.py) PyTorch's calls would run ours instead, under our
-    thread limits. So the twin runs with TINYGPT_MKL=0, as a PyTorch user's script would, with its
-    default threads, and waits while ours runs. Requests and answers are pickled over its stdin
-    and stdout: if it dies, reading its answer ends instead of waiting."""
-
-    def __init__(self, config, model_config, initial_weights, warmup):
-        env = {**os.environ, "TINYGPT_MKL": "0"}
-        command = [sys.executable, "-m", "tinygrad_gpt.tools.torch_contender"]
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        device = "cuda" if backend.name() == "cupy" else "cpu"
-        self.version, self.first_loss = self._ask((config, model_config, initial_weights, warmup, device))
-
-    def time_steps(self, iters):
-        """Seconds per step of the twin's next `iters` steps."""
-        return self._ask(iters)
-
-    def close(self):
-        """Ends the twin's process; its peak memory in MB on the GPU (PyTorch's reserved memory, the
-        peer of CuPy's pool), or None on the CPU."""
-        peak = self._ask(None)
-        self._process.wait()
-        return peak
-
-    def _ask(self, request):
-        try:
-            pickle.dump(request, self._process.stdin)
-            self._process.stdin.flush()
-            kind, answer = pickle.load(self._process.stdout)
-        except (BrokenPipeError, EOFError):
-            raise RuntimeError(f"PyTorch's process ended with exit code {self._process.wait()}") from None
-        if kind == "usage":
-            raise UsageError(answer)
-        if kind == "error":
-            raise RuntimeError(f"in PyTorch's process: {answer}")
-        return answer
 
 
 def report(result, as_json=False):

@@ -1,10 +1,10 @@
 """The same GPT and training step in plain PyTorch eager, for `tinygpt bench --vs-torch` only.
 
-PyTorch is never a dependency: this module is imported only when asked for, and only to time a
-reference in the same run as ours, in a process of its own (tinygrad_gpt/tools/torch_contender.py). The
-model mirrors tinygrad_gpt.model (GPT-2 architecture, tied head, fused qkv) written the idiomatic
-PyTorch way (nn.Linear, F.scaled_dot_product_attention, torch.optim.AdamW as nanoGPT configures
-it), and starts from our weights so the two first losses can be compared.
+PyTorch is never a dependency: bench imports this module only when asked for, to time a reference
+in the same run and process as ours. The model mirrors tinygrad_gpt.model (GPT-2 architecture,
+tied head, fused qkv) written the idiomatic PyTorch way (nn.Linear, F.scaled_dot_product_attention,
+torch.optim.AdamW as nanoGPT configures it), and starts from our weights so the two first losses
+can be compared.
 """
 
 import torch
@@ -78,26 +78,41 @@ class TorchGPT(nn.Module):
                 p.copy_(value.T if p.ndim == 2 and not name.startswith(("wte", "wpe")) else value)
 
 
-def torch_step(config, train, state_dict, x, y, device):
-    """One training iteration (forward, backward, clip, AdamW) of the PyTorch twin of GPT(config)
-    with the optimizer settings of `train` (a TrainConfig), as a callable, and its first loss."""
-    model = TorchGPT(config).to(device)
-    model.load_ours(state_dict)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=train.learning_rate, betas=(0.9, train.beta2), fused=device == "cuda")
-    x, y = (torch.as_tensor(a, device=device) for a in (x, y))
-    model.eval()
-    with torch.no_grad():
-        first_loss = model(x, y).item()  # without dropout, to compare with ours
-    model.train()
+class TorchTwin:
+    """The PyTorch twin of GPT(config) on `device` ("cpu" or "cuda"), from our weights `state_dict`,
+    trained on the batch (x, y) with the optimizer settings of `train` (a TrainConfig): step() runs
+    one iteration (forward, backward, clip, AdamW), synchronize() waits for the device, first_loss
+    is the loss before any step, without dropout (to compare with ours)."""
 
-    def step():
-        loss = model(x, y)
+    def __init__(self, config, train, state_dict, x, y, device):
+        self.device, self.version = device, str(torch.__version__)
+        self.model = TorchGPT(config).to(device)
+        self.model.load_ours(state_dict)
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=train.learning_rate, betas=(0.9, train.beta2), fused=device == "cuda"
+        )
+        self.grad_clip = train.grad_clip
+        self.x, self.y = (torch.as_tensor(a, device=device) for a in (x, y))
+        self.model.eval()
+        with torch.no_grad():
+            self.first_loss = self.model(self.x, self.y).item()
+        self.model.train()
+
+    def step(self):
+        loss = self.model(self.x, self.y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
-    return step, first_loss
+    def synchronize(self):
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def peak_mem_mb(self):
+        """PyTorch's peak reserved GPU memory in MB (the peer of CuPy's pool), or None on the CPU,
+        where the process's RSS is shared with ours."""
+        return torch.cuda.max_memory_reserved() / 2**20 if self.device == "cuda" else None
