@@ -1,9 +1,9 @@
 """Shards in forked processes: DataParallel's workers when each shard has a process of its own.
 
 A thread's Python (building the graph, walking it back, calling each kernel) holds the GIL, so
-two threads take turns at it: with the cpu preset's Python alone (its model on 2 x 2 tokens), one
-shard took 15 ms a step and two threads 25 ms. In forked processes, which have an interpreter
-each, the whole cpu preset's step took 0.86x the time of threads (docs/benchmarks.md).
+two threads take turns at it, and at the cpu preset's size that Python is a large part of a step.
+Forked processes have an interpreter each, and so do not wait for one another's (docs/benchmarks.md
+has the times of both).
 
 What the processes share lives in shared memory, so that no one process copies or adds it all:
 - the parameters: every process's model holds views of them, so a step copies nothing in (an
@@ -40,8 +40,8 @@ from tinygrad_gpt.optim import AdamW
 
 ALIGN = 64  # bytes: each array starts on a cache line
 # How long a process polls its pipe before it sleeps on it, where each has a core of its own: a
-# step makes three round trips, and on the VM of docs/benchmarks.md a process asleep on a pipe
-# answered in 0.43 ms (median; 1.9 at p90), one polling in 0.05 ms.
+# step makes three round trips, and a process woken from sleep on a pipe answers several times later
+# than one that polls (docs/benchmarks.md).
 SPIN_SECONDS = 0.01
 # This process's ends of every live worker's pipe. A worker forked later inherits them all and
 # closes them, since a copy kept open would hide from an earlier worker that its parent closed it.

@@ -28,7 +28,8 @@ from tinygrad_gpt.kernels.array_module import xp_of
 from tinygrad_gpt.kernels.rungs import CPU, CUDA, FAST, PLAIN
 from tinygrad_gpt.model import GPT, GPTConfig
 
-# Clean runs stay near 1e-8 (fourth-order differences in float64); a backward 0.1% off gives ~1e-3.
+# Between the two: the error float64's central differences leave on a correct backward (their
+# truncation and rounding), and what a backward 0.1% off gives (docs/benchmarks.md has both).
 TOLERANCE = 1e-5
 
 
