@@ -16,10 +16,20 @@ def profiled():
 
 
 def test_profile_names_the_ops_and_adds_up(profiled):
-    table = profiled["profile"]
+    table = profiled["profile"]["table"]
     for op in ("Linear", "Attention", "LayerNorm", "CrossEntropy", "(outside ops)", "total"):
         assert op in table
     assert "backward" in table and "forward" in table
+
+
+def test_profile_times_the_warm_one_thread_step_it_heads(profiled, capsys):
+    """BLAS held to one thread inside the profile, and the table's total the profiled steps' own
+    time: not the multi-core step's, nor with a cold first step in it (that one is outside)."""
+    profile = profiled["profile"]
+    assert profile["blas_threads"] and set(profile["blas_threads"]) == {1}
+    assert profile["ms_per_iter"] == pytest.approx(profile["steps_ms_per_iter"], rel=0.2)
+    report(profiled)
+    assert f"BLAS on 1 thread: {profile['ms_per_iter']:.1f} ms/iter" in capsys.readouterr().out
 
 
 def test_profile_shows_what_each_op_keeps_for_backward_and_the_step_peak(profiled, capsys):

@@ -13,7 +13,7 @@ import sys
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_info
+from threadpoolctl import ThreadpoolController, threadpool_info
 
 from tinygrad_gpt import engine
 from tinygrad_gpt.config import CHAR_VOCAB_SIZE, preset_config
@@ -129,8 +129,8 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
     AdamW's moments take in this process.
 
     vs_torch: also time the same model and recipe in PyTorch eager on the same device (_vs_torch).
-    profile: add a per-op table of time, and one of the memory each op keeps for the backward, with
-    the step's peak.
+    profile: add a per-op table of the one-thread step's time (_profile), and one of the memory
+    each op keeps for the backward, with the step's peak.
     """
     if iters < 1 or warmup < 0:
         raise UsageError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
@@ -188,14 +188,31 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
         result["ratio_vs_torch"] = result["ms_per_iter"] / result["torch"]["ms_per_iter"]
     if profile:  # of the one-thread step: the profiler times ops one after another
         serial_step, serial_model, _ = tinygpt_step(config)
-        with engine_profile() as prof:
-            for _ in range(iters):
-                serial_step()
-        result["profile"] = prof.table()
+        result["profile"] = _profile(serial_step, iters)
         result["memory"] = _kept_for_backward(serial_model, config)
         # above the parameters and AdamW's moments, which outlive the step
         result["memory"]["step_peak_mb"] = peak_bytes(serial_step) / 2**20
     return result
+
+
+def _profile(step, iters):
+    """The time of `iters` calls of a one-shard step per op, with BLAS held to one thread (else it
+    would take every core, under the ops' clocks, while the rest of the step runs on one) and after
+    an unprofiled call (the first allocates what later ones reuse): a table whose total is the
+    profiled steps' own time, its ms/iter, the steps' ms/iter by their own clock, and BLAS's
+    thread counts read inside the profile."""
+    blas = ThreadpoolController().select(user_api="blas")
+    with blas.limit(limits=1):
+        time_steps(step, 0, 1)
+        with engine_profile() as prof:
+            times = time_steps(step, iters, 0)
+            blas_threads = [library["num_threads"] for library in blas.info()]
+    return {
+        "table": prof.table(),
+        "ms_per_iter": prof.total / iters * 1e3,
+        "steps_ms_per_iter": sum(times) / iters * 1e3,
+        "blas_threads": blas_threads,
+    }
 
 
 def _kept_for_backward(model, config):
@@ -286,8 +303,13 @@ def report(result, as_json=False):
             f"(first losses differ by {torch['first_loss_diff']:.1e})"
         )
     if "profile" in result:
-        print(f"where {result['iters']} iterations of the one-thread step spend their time:")
-        print(result["profile"])
+        profile = result["profile"]
+        print(
+            f"where {result['iters']} iterations of the one-thread step (1 shard, BLAS on 1 thread: "
+            f"{profile['ms_per_iter']:.1f} ms/iter) spend their time; clip, AdamW and the Python between ops "
+            "are outside ops:"
+        )
+        print(profile["table"])
     if "memory" in result:
         memory = result["memory"]
         print("what its forward keeps for the backward (activations, each charged to the op that made it):")
