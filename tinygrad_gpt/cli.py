@@ -185,7 +185,9 @@ def build_parser():
         action="store_true",
         help="also time the same model and recipe in PyTorch eager, in this run, and print the ratio",
     )
-    p_bench.add_argument("--profile", action="store_true", help="print the share of a step spent in each op")
+    p_bench.add_argument(
+        "--profile", action="store_true", help="time each op in a warmed-up one-thread step (1 shard, BLAS on 1 thread)"
+    )
     add_config_flags(p_bench, SHAPE_FIELDS, "instead of the preset's")
     add_zero_flag(p_bench)
 

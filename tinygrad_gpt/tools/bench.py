@@ -110,7 +110,7 @@ def device_name():
 def cpu_kernels():
     """Which machine code NumPy, BLAS and Numba picked for this CPU (from its instruction sets,
     unless NPY_DISABLE_CPU_FEATURES, OPENBLAS_CORETYPE or NUMBA_CPU_NAME say otherwise), as one
-    line: NumPy's float32 tanh (GELU's; its AVX2 loop is 5x slower than its AVX-512 one), NumPy's
+    line: NumPy's float32 tanh (GELU's; its AVX2 loop is far slower than its AVX-512 one), NumPy's
     BLAS and its kernels, which multiply every matrix, and the CPU Numba compiles the cpu kernels for."""
     introspect = getattr(np.lib, "introspect", None)  # NumPy >= 2.1
     tanh = introspect.opt_func_info(func_name="^tanh$", signature="float32") if introspect else {}
