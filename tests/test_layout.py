@@ -64,3 +64,12 @@ def test_the_top_of_tinygrad_gpt_is_nanogpt_sized():
     assert len(top) <= 12, top
     folders = sorted(p.name for p in (REPO / "tinygrad_gpt").iterdir() if (p / "__init__.py").exists())
     assert folders == ["hf", "parallel", "tools"], folders
+
+
+def test_the_training_loop_fits_on_a_screen():
+    """train.py reads like nanoGPT's: no function in it over 80 lines (setting a run up is its own)."""
+    tree = ast.parse((REPO / "tinygrad_gpt" / "train.py").read_text())
+    functions = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)]
+    long = {f.name: f.end_lineno - f.lineno + 1 for f in functions if f.end_lineno - f.lineno + 1 > 80}
+    assert not long, long
+    assert {"train", "make_run"} <= {f.name for f in functions}
