@@ -6,7 +6,7 @@ Each character predicts the next through one row of a (V, V) table of logits: lo
 That is an embedding lookup followed by cross-entropy, so its whole backward is two of our
 kernels: the softmax-minus-one-hot gradient of cross-entropy, scattered back into the rows of W
 that were picked (kernels/cross_entropy.py, kernels/embedding.py). The data is Tiny Shakespeare
-(PATH, else $TINYGPT_DATA, else the cached download).
+(PATH, else $TINYGPT_DATA, else the copy that ships with tinygrad_gpt).
 """
 
 import argparse

@@ -5,7 +5,7 @@
 The same loop `tinygpt train` runs (tinygrad_gpt/train.py adds checkpoints, resume, logging and
 error handling): sample a batch, forward to the loss, backward, clip, AdamW step on a
 warmup-then-cosine learning rate. A small model, so that a laptop CPU shows it learning in a
-minute. The data is Tiny Shakespeare (PATH, else $TINYGPT_DATA, else the cached download).
+minute. The data is Tiny Shakespeare (PATH, else $TINYGPT_DATA, else the copy that ships with tinygrad_gpt).
 """
 
 import argparse

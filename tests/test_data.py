@@ -1,68 +1,44 @@
-"""Finding the text (flag, env, cache, download), the character tokenizer, splits and batches."""
+"""Finding the text (flag, env, the shipped Tiny Shakespeare), the character tokenizer, splits and batches."""
 
 import hashlib
 
 import numpy as np
 import pytest
 
-from tiny_runs import write_corpus
+from tiny_runs import TINY_FLAGS, tinygpt, write_corpus
 from tinygrad_gpt import data
 from tinygrad_gpt.data import CharTokenizer, TextDataset, load_dataset, read_text, resolve_data_path
 from tinygrad_gpt.errors import DataError
 
 
-@pytest.fixture
-def no_env(monkeypatch, tmp_path):
-    """No $TINYGPT_DATA, and a cache folder of our own (empty)."""
+def test_resolution_order_flag_then_env_then_the_shipped_text(monkeypatch):
     monkeypatch.delenv("TINYGPT_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path
-
-
-def serve(monkeypatch, path, sha256=None):
-    """Make the 'download' fetch path through a file:// URL, expecting sha256 (default: its own)."""
-    monkeypatch.setattr(data, "DATA_URL", path.as_uri())
-    monkeypatch.setattr(data, "DATA_SHA256", sha256 or hashlib.sha256(path.read_bytes()).hexdigest())
-
-
-def test_resolution_order_flag_then_env_then_cache(no_env, monkeypatch):
-    cached = data.cache_path()
-    cached.parent.mkdir(parents=True)
-    cached.write_text("cached text")
-    assert resolve_data_path() == cached
+    assert resolve_data_path() == data.TINY_SHAKESPEARE and data.TINY_SHAKESPEARE.is_file()
     monkeypatch.setenv("TINYGPT_DATA", "/env/text.txt")
     assert str(resolve_data_path()) == "/env/text.txt"
     assert str(resolve_data_path("/flag/text.txt")) == "/flag/text.txt"
 
 
-def test_cache_defaults_to_home_cache(monkeypatch, tmp_path):
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert data.cache_path() == tmp_path / ".cache" / "tinygrad_gpt" / "tinyshakespeare.txt"
+def test_tiny_shakespeare_ships_whole_and_checked():
+    text = data.tiny_shakespeare()
+    assert len(text.encode()) == 1_115_394 and text.startswith("First Citizen:")
+    assert hashlib.sha256(text.encode()).hexdigest() == data.TINY_SHAKESPEARE_SHA256
+    assert len(set(text)) == 65
+    assert data.TINY_SHAKESPEARE.stat().st_size < 400_000  # shipped compressed
 
 
-def test_download_fills_the_cache_once(no_env, monkeypatch):
-    source = write_corpus(no_env / "remote.txt")
-    serve(monkeypatch, source)
-    path = resolve_data_path()
-    assert path == data.cache_path() and path.read_bytes() == source.read_bytes()
-    source.unlink()  # a second call must not download again
-    assert resolve_data_path() == path
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
-
-
-def test_download_with_wrong_checksum_is_not_cached(no_env, monkeypatch):
-    serve(monkeypatch, write_corpus(no_env / "remote.txt"), sha256="0" * 64)
-    with pytest.raises(DataError, match="sha256.*--data"):
-        resolve_data_path()
-    cache_dir = data.cache_path().parent
-    assert not cache_dir.exists() or not any(cache_dir.iterdir())
-
-
-def test_no_network_and_no_file_says_how_to_pass_data(no_env, monkeypatch):
-    serve(monkeypatch, no_env / "unreachable.txt", sha256="0" * 64)
-    with pytest.raises(DataError, match="could not download.*--data PATH"):
-        resolve_data_path()
+@pytest.mark.parametrize("damage", ["one byte", "not xz"])
+def test_a_damaged_shipped_text_is_refused_in_one_line(monkeypatch, tmp_path, damage):
+    packed = bytearray(data.TINY_SHAKESPEARE.read_bytes())
+    if damage == "one byte":  # the xz stream may still unpack: the sha256 must catch it
+        packed[len(packed) // 2] ^= 1
+    else:
+        packed = bytearray(b"plain text")
+    copy = tmp_path / "tinyshakespeare.txt.xz"
+    copy.write_bytes(bytes(packed))
+    monkeypatch.setattr(data, "TINY_SHAKESPEARE", copy)
+    with pytest.raises(DataError, match="damaged.*--data PATH"):
+        data.tiny_shakespeare()
 
 
 def test_tokenizer_round_trip():
@@ -136,3 +112,10 @@ def test_text_must_fit_a_given_vocabulary(tmp_path):
     path = write_corpus(tmp_path / "text.txt")
     with pytest.raises(DataError, match="'R'"):
         load_dataset(path, block_size=8, tokenizer=CharTokenizer("abc"))
+
+
+def test_tinygpt_train_needs_no_data_flag_and_no_network(tmp_path):
+    """No --data, no $TINYGPT_DATA (tinygpt() leaves it out): the shipped text, in the first line."""
+    result = tinygpt("train", *TINY_FLAGS, "--max-iters", 1, "--out-dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert f"data {data.TINY_SHAKESPEARE} (vocab 65)" in result.stdout.splitlines()[0]

@@ -24,7 +24,7 @@ SOURCE = ("pyproject.toml", "README.md", "tinygrad_gpt", "engine", "kernels")
 # In the scratch environment: which files each import name comes from, and the top-level names
 # our distribution's files take against those of every other distribution there.
 CHECK = """
-import importlib.metadata, json, kernels, tinygrad_gpt.engine, tinygrad_gpt.kernels.cuda
+import importlib.metadata, json, kernels, tinygrad_gpt.data, tinygrad_gpt.engine, tinygrad_gpt.kernels.cuda
 from pathlib import Path
 from kernels import CUDAProperties  # Hugging Face's, as transformers imports it
 
@@ -36,6 +36,7 @@ others = [d for d in importlib.metadata.distributions() if d.metadata["Name"] !=
 print(json.dumps({
     "kernels": kernels.__file__,
     "engine": tinygrad_gpt.engine.__file__,
+    "tiny_shakespeare": len(tinygrad_gpt.data.tiny_shakespeare()),
     "cuda_sources": sorted(p.name for p in Path(tinygrad_gpt.kernels.cuda.__file__).parent.glob("*.cu*")),
     "ours": sorted(top_level(ours)),
     "shared": sorted(top_level(ours) & set().union(*map(top_level, others))),
@@ -71,6 +72,7 @@ def test_a_normal_install_takes_only_its_own_name(scratch):
     found = json.loads(result.stdout)
     assert Path(found["kernels"]) == Path(HF_KERNELS.origin)  # Hugging Face's, where it was
     assert Path(found["engine"]).is_relative_to(root / "venv")  # ours, from the install
+    assert found["tiny_shakespeare"] == 1_115_394  # shipped with the package, checked on read
     assert found["cuda_sources"] == sorted(p.name for p in (REPO / "kernels" / "cuda").glob("*.cu*"))
     assert found["ours"] == ["tinygrad_gpt"]
     assert found["shared"] == []  # no file of ours where another distribution has its own

@@ -152,8 +152,7 @@ def build_parser():
     p_train.add_argument(
         "--data",
         metavar="PATH",
-        help="UTF-8 text file (default: $TINYGPT_DATA, else Tiny Shakespeare, "
-        "downloaded once into ~/.cache/tinygrad_gpt)",
+        help="UTF-8 text file (default: $TINYGPT_DATA, else Tiny Shakespeare, which ships with tinygrad_gpt)",
     )
     p_train.add_argument(
         "--out-dir", default="out", metavar="DIR", help="checkpoints, log.jsonl and loss.png (default out)"

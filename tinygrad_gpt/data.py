@@ -2,75 +2,57 @@
 tokenizer, and random (x, y) batches of the train or validation split."""
 
 import hashlib
-import http.client
 import json
+import lzma
 import os
-import urllib.request
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from tinygrad_gpt.errors import DataError
-from tinygrad_gpt.fileio import atomic_write
 
-DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-DATA_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+# Tiny Shakespeare ships with the package, compressed (datasets/README.md says where it comes from);
+# the sha256 is the text's, uncompressed.
+TINY_SHAKESPEARE = Path(__file__).parent / "datasets" / "tinyshakespeare.txt.xz"
+TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 HOW_TO_PASS = "pass a UTF-8 text file with --data PATH (or set TINYGPT_DATA)"
 TRAIN_FRACTION = 0.9  # the first 90% trains, the last 10% validates
 
 
-def cache_path():
-    """Where the downloaded Tiny Shakespeare is kept: $XDG_CACHE_HOME/tinygrad_gpt/, else ~/.cache."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "tinygrad_gpt" / "tinyshakespeare.txt"
-
-
 def resolve_data_path(path=None):
-    """The text to train on: `path` (--data), else $TINYGPT_DATA, else the cached download,
-    downloading it first if it is not cached yet."""
+    """The text to train on: `path` (--data), else $TINYGPT_DATA, else Tiny Shakespeare, which ships
+    with the package (no network needed)."""
     if path is not None:
         return Path(path)
     if os.environ.get("TINYGPT_DATA"):
         return Path(os.environ["TINYGPT_DATA"])
-    cached = cache_path()
-    if not cached.is_file():
-        download(DATA_URL, cached, DATA_SHA256)
-    return cached
+    return TINY_SHAKESPEARE
 
 
-def download(url, dest, sha256):
-    """Fetch url into dest, showing progress; the file appears only if its sha256 matches."""
-    chunks = []
+def tiny_shakespeare():
+    """The whole of Tiny Shakespeare as a str, checked against its sha256."""
+    return read_text(TINY_SHAKESPEARE)
+
+
+def _unpack_tiny_shakespeare(packed):
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar:
-                while chunk := response.read(1 << 16):
-                    chunks.append(chunk)
-                    bar.update(len(chunk))
-    except (OSError, http.client.HTTPException) as e:  # URLError is an OSError; so are timeouts
-        reason = getattr(e, "reason", None) or e
-        raise DataError(f"could not download Tiny Shakespeare from {url} ({reason}); {HOW_TO_PASS}") from None
-    data = b"".join(chunks)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != sha256:
-        raise DataError(
-            f"the download from {url} has sha256 {digest}, expected {sha256}, so it was not saved; {HOW_TO_PASS}"
-        )
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write({dest: data})
-    except OSError as e:
-        raise DataError(f"cannot save the download to {dest}: {e.strerror or e}; {HOW_TO_PASS}") from None
+        raw = lzma.decompress(packed)
+    except lzma.LZMAError:
+        raw = b""
+    if hashlib.sha256(raw).hexdigest() != TINY_SHAKESPEARE_SHA256:
+        raise DataError(f"{TINY_SHAKESPEARE} is damaged (not Tiny Shakespeare's sha256); reinstall, or {HOW_TO_PASS}")
+    return raw
 
 
 def read_text(path):
-    """The whole file as a str; missing, unreadable, empty or non-UTF-8 files raise DataError."""
+    """The whole file as a str (Tiny Shakespeare unpacked and checked); missing, unreadable, empty or
+    non-UTF-8 files raise DataError."""
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
         raise DataError(f"cannot read data file {path}: {e.strerror or e}; {HOW_TO_PASS}") from None
+    if Path(path) == TINY_SHAKESPEARE:
+        raw = _unpack_tiny_shakespeare(raw)
     if not raw:
         raise DataError(f"data file {path} is empty; {HOW_TO_PASS}")
     try:

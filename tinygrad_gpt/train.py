@@ -85,7 +85,7 @@ def run_config(out_dir, preset, overrides, resume):
 
 def train(config, out_dir="out", data=None, resume=False, world=None, zero=0):
     """Train per config, checkpointing into out_dir; with resume, continue out_dir's checkpoint.
-    data: the text file (else $TINYGPT_DATA, else the downloaded Tiny Shakespeare). world: the
+    data: the text file (else $TINYGPT_DATA, else the Tiny Shakespeare that ships with us). world: the
     processes training together (distributed.init()), else this one alone; zero=1: they share
     AdamW's state out (ZeRO-1, parallel/zero.py)."""
     world, out_dir = world or World(), Path(out_dir)
