@@ -65,8 +65,14 @@ def test_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tmp_path, corpus, 
 
         get_lr = train_module.get_lr
         monkeypatch.setattr(train_module, "get_lr", get_lr_then_interrupt)
-        with pytest.raises(TrainingInterrupted, match="at step 5.*--resume"):
-            train(config, resumed, corpus)
+        # Ctrl-C must reach the loop however pytest was started: a shell's background job (`pytest &`)
+        # starts with SIGINT ignored, which the loop respects and this test must not inherit
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with pytest.raises(TrainingInterrupted, match="at step 5.*--resume"):
+                train(config, resumed, corpus)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         monkeypatch.undo()
         assert read_checkpoint(resumed).step == 5
     # what a crash between the log line and its checkpoint leaves: a line the resume must drop
