@@ -1,9 +1,11 @@
 """engine.functional: the PyTorch-like functional API (`from tinygrad_gpt.engine import functional as F`)."""
 
+import numpy as np
+
 from tinygrad_gpt.engine import ops_math, ops_nn, ops_shape
 from tinygrad_gpt.engine.dispatch import kernels_for
 from tinygrad_gpt.engine.random import generator
-from tinygrad_gpt.engine.tensor import as_array
+from tinygrad_gpt.engine.tensor import Tensor, as_array
 from tinygrad_gpt.kernels.array_module import xp_of
 
 
@@ -30,15 +32,41 @@ def gelu(x):
     return ops_math.Gelu.apply(x)
 
 
-def cross_entropy(logits, targets):
-    """Mean cross-entropy; logits (N, C) or (B, T, C), integer targets (N,) or (B, T)."""
+def cross_entropy(logits, targets, ignore_index=-100):
+    """Mean cross-entropy; logits (N, C) or (B, T, C), integer targets (N,) or (B, T), each in
+    [0, C) or ignore_index. As PyTorch's: the mean is over the targets not ignored, and the rows
+    of ignored targets get no gradient."""
+    targets = _checked_ids(targets, logits.shape[-1], "target", ignore_index)
     targets = as_array(targets, logits.data).reshape(-1)
-    return ops_nn.CrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets)
+    return ops_nn.CrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets, ignore_index=ignore_index)
 
 
 def embedding(idx, weight):
-    """Rows of weight (V, D) picked by the integer array idx: (...) -> (..., D)."""
-    return ops_nn.Embedding.apply(as_array(idx, weight.data), weight)
+    """Rows of weight (V, D) picked by the integer array idx, each in [0, V): (...) -> (..., D)."""
+    return ops_nn.Embedding.apply(as_array(_checked_ids(idx, weight.shape[0], "id"), weight.data), weight)
+
+
+def _checked_ids(ids, upper, what, ignore_index=None):
+    """ids as an array, each in [0, upper) or equal to ignore_index, else IndexError naming the
+    first that is not: indexing would take a negative id for a row from the end, silently.
+
+    The check is one min and one max, done where the ids are: on the host for host ids (before
+    they go to the device), and on a CuPy array with one host sync to read the two numbers back."""
+    ids = ids.data if isinstance(ids, Tensor) else ids
+    ids = ids if hasattr(ids, "dtype") else np.asarray(ids)
+    if ids.size == 0:
+        return ids
+    low, high = xp_of(ids).stack([ids.min(), ids.max()]).tolist()
+    if low >= 0 and high < upper:
+        return ids
+    flat = ids.reshape(-1)
+    bad = (flat < 0) | (flat >= upper)
+    if ignore_index is not None:
+        bad &= flat != ignore_index
+    if not bad.any():
+        return ids
+    allowed = f"[0, {upper})" + (f" or ignore_index ({ignore_index})" if ignore_index is not None else "")
+    raise IndexError(f"{what} {int(flat[bad][0])} is out of range: {what}s must be in {allowed}")
 
 
 def _mask_for(shape, p, like):

@@ -52,16 +52,18 @@ class LogSoftmax(Function):
 
 
 class CrossEntropy(Function):
-    """Mean cross-entropy of logits (N, C) against integer targets (N,)."""
+    """Mean cross-entropy of logits (N, C) against integer targets (N,), over the targets that
+    are not ignore_index."""
 
-    def forward(self, logits, targets):
+    def forward(self, logits, targets, ignore_index=-100):
         self.kernels = kernels_for(logits)
-        self.logits, self.targets = logits, targets
-        loss, self.lse = self.kernels.cross_entropy_forward(logits, targets)
+        self.logits, self.targets, self.ignore_index = logits, targets, ignore_index
+        loss, self.lse = self.kernels.cross_entropy_forward(logits, targets, ignore_index)
         return loss
 
     def backward(self, dout):
-        return self.kernels.cross_entropy_backward(dout, self.logits, self.targets, self.lse), None
+        dlogits = self.kernels.cross_entropy_backward(dout, self.logits, self.targets, self.lse, self.ignore_index)
+        return dlogits, None
 
 
 class Embedding(Function):

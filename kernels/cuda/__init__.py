@@ -197,11 +197,11 @@ def _targets(targets, rows):
     return cupy.ascontiguousarray(targets.reshape(-1), dtype=cupy.int64)
 
 
-def cross_entropy_forward(logits, targets):
+def cross_entropy_forward(logits, targets, ignore_index=-100):
     suffix = _suffix(logits)
     t = _targets(targets, logits.shape[0]) if suffix and logits.ndim == 2 else None
     if t is None:
-        return xp_cross_entropy.cross_entropy_forward_fast(logits, targets)
+        return xp_cross_entropy.cross_entropy_forward_fast(logits, targets, ignore_index)
     logits = _contiguous(logits)
     N, C = logits.shape
     row_loss = _empty((N,), logits.dtype)
@@ -211,24 +211,25 @@ def cross_entropy_forward(logits, targets):
         N,
         (logits, t, row_loss, lse, numpy.int64(N), numpy.int64(C)),
     )
-    return row_loss.mean(), lse
+    return xp_cross_entropy.mean_over_kept(row_loss, t != ignore_index), lse
 
 
-def cross_entropy_backward(dout, logits, targets, lse):
+def cross_entropy_backward(dout, logits, targets, lse, ignore_index=-100):
     import cupy
 
     suffix = _suffix(logits, lse)
     t = _targets(targets, logits.shape[0]) if suffix and logits.ndim == 2 else None
     if t is None or lse.size != logits.shape[0] or numpy.size(dout) != 1:
-        return xp_cross_entropy.cross_entropy_backward_fast(dout, logits, targets, lse)
+        return xp_cross_entropy.cross_entropy_backward_fast(dout, logits, targets, lse, ignore_index)
     logits, lse = _contiguous(logits), _contiguous(lse)
     dout = cupy.asarray(dout, dtype=logits.dtype)  # the kernel reads it on the GPU: no sync
+    kept = cupy.count_nonzero(t != ignore_index).astype(cupy.int64)  # and this count too
     N, C = logits.shape
     dlogits = _empty(logits.shape, logits.dtype)
     _launch_elementwise(
         _kernel("cross_entropy", f"cross_entropy_backward_{suffix}"),
         logits.size,
-        (dout, logits, t, lse, dlogits, numpy.int64(N), numpy.int64(C)),
+        (dout, logits, t, lse, dlogits, numpy.int64(N), numpy.int64(C), numpy.int64(ignore_index), kept),
     )
     return dlogits
 
