@@ -29,6 +29,7 @@ from tinygrad_gpt.parallel import data_parallel, shard_workers
 from tinygrad_gpt.parallel.mpi import World
 from tinygrad_gpt.parallel.shards import DataParallel, default_shards, describe_shards
 from tinygrad_gpt.parallel.zero import ShardedAdamW
+from tinygrad_gpt.tools.flops import cpu_peak, gpu_peak, step_flops, total
 
 NEEDS_TORCH = "--vs-torch needs PyTorch, which is not importable here (pip install torch; never a dependency of ours)"
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "batch_size")  # what `shape` may replace
@@ -180,6 +181,7 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
             "peak_host_rss_mb": host_mb,
         }
     )
+    result.update(_mfu(config, seconds))
     if world.distributed:
         gradients = backend.get_xp().zeros(model.num_params() + 1, np.float32)  # what a step all-reduces
         allreduce = time_steps(lambda: world.allreduce_sum(gradients), iters, warmup)
@@ -188,14 +190,14 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
         result["ratio_vs_torch"] = result["ms_per_iter"] / result["torch"]["ms_per_iter"]
     if profile:  # of the one-thread step: the profiler times ops one after another
         serial_step, serial_model, _ = tinygpt_step(config)
-        result["profile"] = _profile(serial_step, iters)
+        result["profile"] = _profile(serial_step, iters, config)
         result["memory"] = _kept_for_backward(serial_model, config)
         # above the parameters and AdamW's moments, which outlive the step
         result["memory"]["step_peak_mb"] = peak_bytes(serial_step) / 2**20
     return result
 
 
-def _profile(step, iters):
+def _profile(step, iters, config):
     """The time of `iters` calls of a one-shard step per op, with BLAS held to one thread (else it
     would take every core, under the ops' clocks, while the rest of the step runs on one) and after
     an unprofiled call (the first allocates what later ones reuse): a table whose total is the
@@ -209,10 +211,49 @@ def _profile(step, iters):
             blas_threads = [library["num_threads"] for library in blas.info()]
     return {
         "table": prof.table(),
+        "flops_table": _flops_table(prof, iters, config),
         "ms_per_iter": prof.total / iters * 1e3,
         "steps_ms_per_iter": sum(times) / iters * 1e3,
         "blas_threads": blas_threads,
     }
+
+
+def _peak(cores=None):
+    """The device's FP32 peak in FLOPs per second (on the CPU, of `cores` cores, default this
+    process's) and how it was reckoned (tools/flops.py)."""
+    if backend.name() == "cupy":
+        return gpu_peak()
+    blas = next((b for b in threadpool_info() if b["user_api"] == "blas"), {})
+    return cpu_peak(cores=cores, blas_core=blas.get("architecture"))
+
+
+def _mfu(config, seconds):
+    """The step's FLOPs counted from its shapes, their rate, and that rate's share of the peak."""
+    flops = total(step_flops(config, config.batch_size, CHAR_VOCAB_SIZE))
+    peak, how = _peak()
+    return {
+        "flops_per_iter": flops,
+        "flops_per_s": flops / seconds,
+        "peak_flops_per_s": peak,
+        "peak": how,
+        "mfu": flops / seconds / peak if peak else None,
+    }
+
+
+def _flops_table(prof, iters, config):
+    """Each op's FLOPs a step and their rate in the profiled one-thread step, against one core's
+    peak (the whole device's on a GPU), so that an op far below the roof stands out."""
+    peak, _ = _peak(cores=1)
+    lines = [f"{'op':<16}{'pass':<10}{'GFLOP':>9}{'GFLOP/s':>10}{'of peak':>9}"]
+    counted = step_flops(config, config.batch_size, CHAR_VOCAB_SIZE)
+    for op, passes in counted.items():
+        for phase, flops in passes.items():
+            seconds = prof.seconds.get((op, phase), 0.0) / iters
+            if flops and seconds:
+                rate = flops / seconds
+                share = f"{rate / peak:>9.1%}" if peak else f"{'':>9}"
+                lines.append(f"{op:<16}{phase:<10}{flops / 1e9:>9.3f}{rate / 1e9:>10.2f}{share}")
+    return "\n".join(lines)
 
 
 def _kept_for_backward(model, config):
@@ -287,6 +328,12 @@ def report(result, as_json=False):
         f"  {result['ms_per_iter']:.1f} ms/iter, {result['tokens_per_s']:,.0f} tokens/s, "
         f"peak {memory} {result['peak_mem_mb']:.0f} MB, AdamW's moments {result['optimizer_mb']:.2f} MB"
     )
+    if result["mfu"] is not None:
+        print(
+            f"  {result['flops_per_iter'] / 1e9:.2f} GFLOP/iter (tools/flops.py), "
+            f"{result['flops_per_s'] / 1e9:.1f} GFLOP/s: MFU {result['mfu']:.1%} "
+            f"of a {result['peak_flops_per_s'] / 1e9:.0f} GFLOP/s peak ({result['peak']})"
+        )
     if "worker_peak_rss_mb" in result:
         print(f"  peak host RSS of a worker process {result['worker_peak_rss_mb']:.0f} MB")
     if "allreduce_ms" in result:
@@ -310,6 +357,8 @@ def report(result, as_json=False):
             "are outside ops:"
         )
         print(profile["table"])
+        print("the FLOPs each op does a step (tools/flops.py), and at what rate in that one-thread step:")
+        print(profile["flops_table"])
     if "memory" in result:
         memory = result["memory"]
         print("what its forward keeps for the backward (activations, each charged to the op that made it):")
