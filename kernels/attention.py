@@ -3,6 +3,8 @@ backward over (B, nh, T, hs) arrays: batch, heads, positions, head size."""
 
 import math
 
+import numpy
+
 from tinygrad_gpt.kernels.array_module import xp_of
 from tinygrad_gpt.kernels.reductions import row_sum
 from tinygrad_gpt.kernels.softmax import softmax_backward, softmax_forward
@@ -69,9 +71,12 @@ def attention_forward_fast(q, k, v, is_causal=True, dropout_mask=None):
     scores = (q * scale) @ k.swapaxes(-1, -2)
     if is_causal:
         scores += causal_bias(xp_of(q), q.shape[-2], k.shape[-2], scores.dtype)
-    att = _softmax_rows(scores, _head_max(scores))
-    if att is None:
-        att = _softmax_rows(scores, scores.max(axis=-1, keepdims=True))
+    if xp_of(scores) is numpy:
+        att = _softmax_rows(scores, _head_max(scores))
+        if att is None:
+            att = _softmax_rows(scores, scores.max(axis=-1, keepdims=True))
+    else:  # on a GPU a row's max costs what a head's does, and its guard would cost a sync
+        att = _softmax_rows(scores, scores.max(axis=-1, keepdims=True), guard=False)
     p = att * dropout_mask if dropout_mask is not None else att
     return matmul_like(p, v, q), att
 
@@ -87,9 +92,11 @@ def matmul_like(a, b, like):
 # max of many short rows far more slowly than one max over all of a head's scores. With the
 # head's max every exp is still <= 1, but a row far below it could underflow, so a row summing to
 # less than exp(-60) sends the softmax back to row maxima (its exps within ~20 of its own max
-# would fall under float32's smallest normal, e^-87). The check reads the sums on the host: one
-# sync per call on a GPU (where the CUDA kernels run instead). The price: a row's rounding now
-# depends on the other rows of its head, so a later token can move an earlier output by a few ulp.
+# would fall under float32's smallest normal, e^-87). The check reads the sums on the host, which
+# on a GPU would be a sync per call: there each row is shifted by its own max instead, the
+# textbook softmax, which cannot underflow and needs no check (a row's max costs a GPU what a
+# head's does). The price on the CPU: a row's rounding depends on the other rows of its head, so
+# a later token can move an earlier output by a few ulp.
 UNDERFLOW_GUARD = math.exp(-60)
 
 
@@ -97,13 +104,13 @@ def _head_max(scores):
     return scores.reshape(*scores.shape[:-2], -1).max(axis=-1)[..., None, None]
 
 
-def _softmax_rows(scores, shift):
-    """softmax(scores) along the last axis computed as exp(scores - shift) / row sum, or None if a
-    row's sum is below UNDERFLOW_GUARD. scores is not modified."""
+def _softmax_rows(scores, shift, guard=True):
+    """softmax(scores) along the last axis computed as exp(scores - shift) / row sum, or None if
+    guard and a row's sum is below UNDERFLOW_GUARD (a host read). scores is not modified."""
     att = scores - shift
     xp_of(att).exp(att, out=att)
     sums = row_sum(att)
-    if sums.min() < UNDERFLOW_GUARD:
+    if guard and sums.min() < UNDERFLOW_GUARD:
         return None
     att *= 1.0 / sums
     return att

@@ -7,6 +7,11 @@ A test that takes `rung` runs once per rung of the kernel ladder: plain, fast, c
 backend is numpy and cuda where it is cupy (a compiled rung on the other device's arrays is the
 fast one, so those runs are deselected); cpu skips, saying why, where Numba is missing.
 Tests that take neither are untouched.
+
+Where real CuPy has no usable GPU (or is not installed), the cupy runs run on a stand-in instead:
+tests/fake_cupy/cupy, strict like CuPy, its kernels computed by the NumPy references (what it
+proves and what it cannot: docs/cuda_kernels.md). It is put first on sys.path here, and on the
+PYTHONPATH of the test run's own subprocesses, and nowhere else; TINYGPT_FAKE_CUPY=0 turns it off.
 """
 
 import functools
@@ -20,6 +25,37 @@ from tiny_runs import write_corpus
 from tinygrad_gpt import engine
 from tinygrad_gpt.kernels import cpu
 from tinygrad_gpt.kernels.rungs import CPU, CUDA, RUNGS
+
+FAKE_CUPY = Path(__file__).resolve().parent / "fake_cupy"
+
+
+def _real_cupy_usable():
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # not installed, no driver, no device
+        return False
+
+
+def _use_fake_cupy():
+    """Put the stand-in where `import cupy` finds it, for this process and its subprocesses."""
+    try:  # NVRTC (tests/test_cuda_compile.py) finds its library through real CuPy: load it first
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+    except Exception:
+        pass
+    for name in [m for m in sys.modules if m.split(".")[0] in ("cupy", "cupyx")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(FAKE_CUPY))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(FAKE_CUPY), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+FAKE = os.environ.get("TINYGPT_FAKE_CUPY") != "0" and not _real_cupy_usable()
+if FAKE:
+    _use_fake_cupy()
+
 
 # `python -m pytest` puts the repository root first on sys.path, and there the folder kernels/ (which
 # the project imports as tinygrad_gpt.kernels) would stand in for Hugging Face's `kernels`, which

@@ -242,8 +242,8 @@ def gelu_forward(x):
     suffix = _suffix(x)
     if suffix is None:
         return xp_gelu.gelu_forward_fast(x)
+    y = _empty(x.shape, x.dtype)  # x's shape, not its contiguous copy's: that is 1-d for a 0-d x
     x = _contiguous(x)
-    y = _empty(x.shape, x.dtype)
     _launch_elementwise(_kernel("gelu", f"gelu_forward_{suffix}"), x.size, (x, y, numpy.int64(x.size)))
     return y, None
 
@@ -252,8 +252,8 @@ def gelu_backward(dout, x, tanh_u=None):
     suffix = _suffix(dout, x)
     if suffix is None or dout.shape != x.shape:
         return xp_gelu.gelu_backward_fast(dout, x, tanh_u)
-    dout, x = _contiguous(dout), _contiguous(x)
     dx = _empty(x.shape, x.dtype)
+    dout, x = _contiguous(dout), _contiguous(x)
     _launch_elementwise(_kernel("gelu", f"gelu_backward_{suffix}"), x.size, (dout, x, dx, numpy.int64(x.size)))
     return dx
 
@@ -265,8 +265,8 @@ def dropout_mask(uniform, p):
     suffix = _suffix(uniform)
     if suffix is None:
         return xp_dropout.dropout_mask(uniform, p)
-    uniform = _contiguous(uniform)
     mask = _empty(uniform.shape, uniform.dtype)
+    uniform = _contiguous(uniform)
     t = uniform.dtype.type
     _launch_elementwise(
         _kernel("dropout", f"dropout_mask_{suffix}"),

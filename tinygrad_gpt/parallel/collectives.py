@@ -37,6 +37,24 @@ class MPICollectives:
         self.comm.Allgather(self._in_place, buffer)
 
 
+def _one_rank_per_gpu(comm, device, local_size, gpus):
+    """Refuse, on every rank alike and before NCCL starts, a job in which two ranks of one machine
+    would take the same GPU (one GPU seen and no CUDA_VISIBLE_DEVICES per rank): NCCL would refuse
+    it (ncclInvalidUsage) only later, in its own words, on some ranks."""
+    import os
+
+    from mpi4py import MPI
+
+    here = (MPI.Get_processor_name(), os.environ.get("CUDA_VISIBLE_DEVICES"), device)
+    places = comm.allgather(here)
+    if len(set(places)) < len(places):
+        raise DistributedError(
+            f"{local_size} ranks on this machine but {gpus} GPU{'s' if gpus > 1 else ''} for them, and NCCL "
+            f"takes one rank per GPU: run at most {gpus} rank{'s' if gpus > 1 else ''} per machine (mpiexec -n), "
+            "or give each rank its own GPU (CUDA_VISIBLE_DEVICES)"
+        )
+
+
 class NCCLCollectives:
     """Collectives over NCCL (cupy.cuda.nccl) on GPU arrays, queued on the current stream, one rank
     per GPU: the rank's index on its machine picks its device (unless each rank sees one GPU only,
@@ -54,7 +72,9 @@ class NCCLCollectives:
         gpus = cupy.cuda.runtime.getDeviceCount()
         if gpus > 1 and local_size > gpus:
             raise DistributedError(f"{local_size} ranks on this machine but {gpus} GPUs: run one rank per GPU")
-        cupy.cuda.Device(local_rank if gpus > 1 else 0).use()  # one: a scheduler gave each rank its own
+        device = local_rank if gpus > 1 else 0  # one: a scheduler may have given each rank its own
+        _one_rank_per_gpu(comm, device, local_size, gpus)
+        cupy.cuda.Device(device).use()
         unique_id = comm.bcast(nccl.get_unique_id() if comm.Get_rank() == 0 else None, root=0)
         self.comm = nccl.NcclCommunicator(comm.Get_size(), unique_id, comm.Get_rank())
         self._nccl, self._cupy = nccl, cupy
