@@ -81,7 +81,7 @@ def test_bench_json_last_line(tmp_path):
         (["train", "--dropout", "1.5"], "dropout must be a number in [0, 1)"),
         (["bench", "--iters", "0"], "--iters must be >= 1"),
         (["bench", "--n-embd", "64", "--n-head", "3"], "must be divisible by n_head=3"),
-        (["sample", "--temperature", "0"], "--temperature must be > 0"),
+        (["sample", "--temperature", "0"], "--temperature must be >= 1e-06"),
         (["train", "--preset", "finetune"], "the finetune preset starts from a pretrained model"),
         (["train", "--init-from", "gpt2", "--n-layer", "2"], "--n-layer: the model's shape comes from --init-from"),
         (["train", "--init-from", "gpt2", "--resume"], "--init-from starts a new run"),

@@ -26,6 +26,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import safetensors.numpy
 
 from tinygrad_gpt.config import MODEL_FIELDS, TrainConfig
@@ -38,6 +39,7 @@ from tinygrad_gpt.hf.gpt2 import (
     CONFIG_FILE,
     MODEL_FILE,
     TOKENIZER_CONFIG_FILE,
+    check_weights_fit,
     tokenizer_config,
     transformers_config,
 )
@@ -45,6 +47,7 @@ from tinygrad_gpt.model import GPT, GPTConfig
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 BEST_DIR = "best"
+CONFIG_DIGEST = "config_sha256"  # config.json's own digest, in config.json (see config_digest)
 PREVIOUS_DIR = ".previous"  # the tensor files an older config.json may still name mid-save
 
 
@@ -89,6 +92,7 @@ def save_checkpoint(directory, model, tokenizer, train_config, step, best_val_lo
         "optimizer_step": optimizer_step,
         "sha256": {name: hashlib.sha256(blob).hexdigest() for name, blob in blobs.items()},
     }
+    config[CONFIG_DIGEST] = config_digest(config)
     files = {directory / name: blob for name, blob in blobs.items()}
     if transformers:
         files[directory / TOKENIZER_CONFIG_FILE] = json.dumps(tokenizer_config(model.config, tokenizer)).encode()
@@ -122,6 +126,13 @@ def _keep_previous(directory, names):
 
 def _serialize(arrays, metadata=None):
     return safetensors.numpy.save({name: backend.to_numpy(a) for name, a in arrays.items()}, metadata=metadata)
+
+
+def config_digest(config):
+    """The sha256 of config.json's content, the digest itself left out: keys sorted and JSON
+    written compactly, so that the digest survives re-indenting the file but not a changed value."""
+    content = {k: v for k, v in config.items() if k != CONFIG_DIGEST}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def read_checkpoint(directory):
@@ -163,6 +174,9 @@ def _parse_config(directory, config):
         raise ValueError(f"'sha256' must map '{MODEL_FILE}' (and '{OPTIMIZER_FILE}') to hex digests")
     if vocab is None and TOKENIZER_FILE not in sha256:
         raise ValueError(f"without a 'vocab', '{TOKENIZER_FILE}' must be recorded in 'sha256'")
+    # last, so that a value no save writes gets its own message above (older saves have no digest)
+    if CONFIG_DIGEST in config and config[CONFIG_DIGEST] != config_digest(config):
+        raise ValueError(f"its content does not match its '{CONFIG_DIGEST}': the file was edited after the save")
     return Checkpoint(
         directory,
         model_config,
@@ -188,6 +202,8 @@ def _field(config, key, kinds, optional=False):
 
 def load_model(checkpoint):
     """A GPT built from the checkpoint's config with its saved weights, on the active backend."""
+    config_path = checkpoint.directory / CONFIG_FILE
+    check_weights_fit(checkpoint.model_config, [checkpoint.directory / MODEL_FILE], config_path)  # before building
     try:
         model = GPT(checkpoint.model_config)
     except (ValueError, MemoryError) as e:  # sizes from config.json that cannot be built
@@ -221,7 +237,7 @@ def load_tokenizer(checkpoint):
         raise CheckpointError(f"{path}: {e}") from None
     if tokenizer.vocab_size > checkpoint.model_config.vocab_size:
         raise CheckpointError(
-            f"{path}: {tokenizer.vocab_size} tokens, more than the model's {checkpoint.model_config.vocab_size}"
+            f"{path}: ids up to {tokenizer.vocab_size - 1}, past the model's {checkpoint.model_config.vocab_size}"
         )
     return tokenizer
 
@@ -264,6 +280,9 @@ def _load_tensors(checkpoint, name, expected, load):
     ]
     if wrong_dtype:
         raise CheckpointError(f"{path}: wrong dtypes (file != expected): {', '.join(wrong_dtype)}")
+    # a NaN weight would make every logit NaN, and sampling would then pick token 0 for ever
+    if not_finite := [k for k in expected if k in tensors and not np.isfinite(tensors[k]).all()]:
+        raise CheckpointError(f"{path}: NaN or infinite values in {', '.join(not_finite[:5])}")
     try:
         load(tensors)  # checks every name and shape before copying anything
     except ValueError as e:

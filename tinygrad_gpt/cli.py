@@ -12,9 +12,9 @@ import traceback
 from dataclasses import fields
 
 from tinygrad_gpt.config import PRESETS, TrainConfig
-from tinygrad_gpt.engine import BackendError, set_backend, set_kernels
+from tinygrad_gpt.engine import BackendError, backend, set_backend, set_kernels
 from tinygrad_gpt.engine.dispatch import CHOICES
-from tinygrad_gpt.errors import TinyGPTError, TrainingInterrupted
+from tinygrad_gpt.errors import TinyGPTError, TrainingInterrupted, UsageError
 from tinygrad_gpt.parallel import mpi
 from tinygrad_gpt.sample import sample
 from tinygrad_gpt.tools.bench import SHAPE_FIELDS, bench, report
@@ -111,6 +111,20 @@ def add_config_flags(parser, names, note=None):
         )
 
 
+def folder(text):
+    """--out-dir's value: an empty name would put the run's files in the current directory unsaid."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder, got an empty name (for the current directory, pass .)")
+    return text
+
+
+def check_kernels(name):
+    """Refuse a rung the backend cannot run: its arrays would quietly get the fast rung instead."""
+    device = {"cuda": "cupy", "cpu": "numpy"}.get(name)
+    if device is not None and device != backend.name():
+        raise UsageError(f"--kernels {name} runs on the {device} backend only; this run's is {backend.name()}")
+
+
 def add_zero_flag(parser):
     parser.add_argument(
         "--zero",
@@ -155,7 +169,7 @@ def build_parser():
         help="UTF-8 text file (default: $TINYGPT_DATA, else Tiny Shakespeare, which ships with tinygrad_gpt)",
     )
     p_train.add_argument(
-        "--out-dir", default="out", metavar="DIR", help="checkpoints, log.jsonl and loss.png (default out)"
+        "--out-dir", type=folder, default="out", metavar="DIR", help="checkpoints, log.jsonl and loss.png (default out)"
     )
     p_train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out-dir")
     p_train.add_argument("--init-from", metavar="DIR", help=INIT_FROM_HELP + " to fine-tune, with its tokenizer")
@@ -164,7 +178,9 @@ def build_parser():
 
     p_sample = commands.add_parser("sample", parents=[common], help="generate text from a checkpoint")
     p_sample.set_defaults(run=run_sample)
-    p_sample.add_argument("--out-dir", default="out", metavar="DIR", help="the training run's folder (default out)")
+    p_sample.add_argument(
+        "--out-dir", type=folder, default="out", metavar="DIR", help="the training run's folder (default out)"
+    )
     p_sample.add_argument("--best", action="store_true", help="use the best checkpoint by val loss (out-dir/best)")
     p_sample.add_argument("--init-from", metavar="DIR", help=INIT_FROM_HELP + " to sample instead of --out-dir")
     p_sample.add_argument("--prompt", help="text to continue (default: a newline)")
@@ -201,7 +217,9 @@ def build_parser():
     )
     p_check.set_defaults(run=run_gradcheck)
     p_check.add_argument("--preset", choices=PRESETS, default="tiny", help=f"model shapes: {presets} (default tiny)")
-    p_check.add_argument("--out-dir", metavar="DIR", help="check the checkpoint in DIR instead of a preset")
+    p_check.add_argument(
+        "--out-dir", type=folder, metavar="DIR", help="check the checkpoint in DIR instead of a preset"
+    )
     p_check.add_argument("--batch-size", type=int, default=4, help="random sequences in the batch (default 4)")
     p_check.add_argument("--elements", type=int, default=3, help="random elements per parameter (default 3)")
     p_check.add_argument("--seed", type=int, default=0, help="seed of the tokens, directions and dropout")
@@ -217,6 +235,7 @@ def main(argv=None):
         mpi.start()  # under mpiexec: MPI first, so that an error on any rank ends the job
         set_backend(args.backend or os.environ.get("TINYGPT_BACKEND") or "numpy")
         set_kernels(args.kernels)
+        check_kernels(args.kernels)
         args.run(args)
         return 0
     except BrokenPipeError:  # e.g. `tinygpt sample | head`: the reader left, nothing to report

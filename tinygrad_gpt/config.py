@@ -37,6 +37,14 @@ class GPTConfig:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
             raise ValueError(f"GPTConfig.layer_norm_epsilon must be in (0, 1), got {eps!r}")
 
+    def parameter_count(self):
+        """The GPT's number of parameters (the tied wte/lm-head matrix once), without building it."""
+        c, biases = self.n_embd, int(self.bias)
+        layer_norm = c + biases * c
+        block = 2 * layer_norm + (c * 3 * c + biases * 3 * c) + (c * c + biases * c)  # ln_1, ln_2, attention
+        block += (c * 4 * c + biases * 4 * c) + (4 * c * c + biases * c)  # MLP
+        return (self.vocab_size + self.block_size) * c + self.n_layer * block + layer_norm
+
 
 @dataclass
 class TrainConfig:
@@ -90,6 +98,8 @@ class TrainConfig:
         for name in ("dropout", "beta2"):
             self._check(name, _is_number, lambda v: 0 <= v < 1, "a number in [0, 1)")
         self._check("init_from", lambda v: v is None or isinstance(v, str), lambda v: v != "", "a folder or model name")
+        if self.min_lr > self.learning_rate:  # the cosine "decay" would climb
+            raise ValueError(f"min_lr ({self.min_lr!r}) must be <= learning_rate ({self.learning_rate!r})")
 
     def _check(self, name, has_type, in_range, expected):
         value = getattr(self, name)

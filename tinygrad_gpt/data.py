@@ -1,6 +1,7 @@
 """The training text (Tiny Shakespeare by default, any UTF-8 file works), a character-level
 tokenizer, and random (x, y) batches of the train or validation split."""
 
+import codecs
 import hashlib
 import json
 import lzma
@@ -17,6 +18,10 @@ TINY_SHAKESPEARE = Path(__file__).parent / "datasets" / "tinyshakespeare.txt.xz"
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 HOW_TO_PASS = "pass a UTF-8 text file with --data PATH (or set TINYGPT_DATA)"
 TRAIN_FRACTION = 0.9  # the first 90% trains, the last 10% validates
+# A text is read whole and held as int64 ids besides (8 bytes a character): a larger file is
+# refused before it is read. Its first TEXT_PROBE bytes are checked to be text before that too.
+MAX_TEXT_BYTES = 2**30
+TEXT_PROBE = 2**16
 
 
 def resolve_data_path(path=None):
@@ -48,6 +53,8 @@ def read_text(path):
     """The whole file as a str (Tiny Shakespeare unpacked and checked); missing, unreadable, empty or
     non-UTF-8 files raise DataError."""
     try:
+        if Path(path) != TINY_SHAKESPEARE:  # which is compressed, and checked by its sha256
+            _check_looks_like_text(path)
         raw = Path(path).read_bytes()
     except OSError as e:
         raise DataError(f"cannot read data file {path}: {e.strerror or e}; {HOW_TO_PASS}") from None
@@ -58,9 +65,27 @@ def read_text(path):
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(
-            f"data file {path} is not UTF-8 text (invalid byte at offset {e.start}); {HOW_TO_PASS}"
-        ) from None
+        raise _not_utf8(path, e) from None
+
+
+def _check_looks_like_text(path):
+    """DataError for a file too large to read whole, or whose first bytes are not UTF-8 text (a
+    NUL byte, or an invalid sequence), found before the whole file is read."""
+    size = os.stat(path).st_size
+    if size > MAX_TEXT_BYTES:
+        raise DataError(f"data file {path} is {size} bytes, over the {MAX_TEXT_BYTES // 2**30} GiB a run reads")
+    with open(path, "rb") as f:
+        head = f.read(TEXT_PROBE)
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head)  # not final: a character cut at the end is fine
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from None
+    if b"\0" in head:
+        raise DataError(f"data file {path} is not text (a NUL byte at offset {head.index(0)}); {HOW_TO_PASS}")
+
+
+def _not_utf8(path, error):
+    return DataError(f"data file {path} is not UTF-8 text (invalid byte at offset {error.start}); {HOW_TO_PASS}")
 
 
 class CharTokenizer:

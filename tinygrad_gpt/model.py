@@ -16,6 +16,11 @@ from tinygrad_gpt.hf import gpt2
 from tinygrad_gpt.kernels.array_module import xp_of
 from tinygrad_gpt.nn import Dropout, Embedding, LayerNorm, Linear, Module
 
+# The smallest sampling temperature: logits / temperature must stay finite (a subnormal one
+# overflows them to inf, and the probabilities to NaN), and below it every draw is the argmax
+# already wherever the two likeliest logits differ by more than a ten-thousandth.
+MIN_TEMPERATURE = 1e-6
+
 __all__ = ["GPT", "GPTConfig"]  # GPTConfig lives in config.py, beside the training config
 
 
@@ -130,7 +135,9 @@ class GPT(Module):
         if np.dtype(dtype) not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
         folder = gpt2.resolve(path)
-        model = cls(gpt2.read_config(folder, dropout))
+        config = gpt2.read_config(folder, dropout)
+        gpt2.check_weights_fit(config, gpt2.weight_files(folder), folder / gpt2.CONFIG_FILE)  # before building it
+        model = cls(config)
         if np.dtype(dtype) == np.float64:
             model.double()  # before loading, so float64 weights keep every digit
         tensors = gpt2.read_weights(folder)
@@ -178,8 +185,8 @@ class GPT(Module):
         refills the cache from them (learned positions cannot slide), so from then on each token
         costs a full pass over block_size tokens.
         """
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not temperature >= MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be >= {MIN_TEMPERATURE:g}, got {temperature}")
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         if max_new_tokens < 0:

@@ -7,7 +7,7 @@ from tinygrad_gpt.checkpoint import BEST_DIR, load_model, load_tokenizer, read_c
 from tinygrad_gpt.data import format_chars
 from tinygrad_gpt.errors import UsageError
 from tinygrad_gpt.hf.gpt2 import pretrained_tokenizer, resolve
-from tinygrad_gpt.model import GPT
+from tinygrad_gpt.model import GPT, MIN_TEMPERATURE
 
 
 def sample(
@@ -27,8 +27,8 @@ def sample(
     vocabulary has no newline."""
     if prompt is not None and not prompt:
         raise UsageError("the prompt is empty; pass at least one character with --prompt")
-    if not temperature > 0:
-        raise UsageError(f"--temperature must be > 0, got {temperature}")
+    if not temperature >= MIN_TEMPERATURE:
+        raise UsageError(f"--temperature must be >= {MIN_TEMPERATURE:g}, got {temperature}")
     if max_new_tokens < 0:
         raise UsageError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
     if top_k is not None and top_k < 1:

@@ -2,6 +2,8 @@
 `hf` extra: pip install "tinygrad-gpt[hf]"). Nothing here imports it until a tokenizer is built, so
 the character tokenizer (data.py) and everything else work without it."""
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,19 @@ from tinygrad_gpt.errors import TinyGPTError, one_line
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"  # GPT-2's original pair, before tokenizer.json
 END_OF_TEXT = "<|endoftext|>"  # GPT-2's one special token, between documents
+MAX_JSON_BYTES = 64 * 1024 * 1024  # tokenizer.json, config.json, a shard index: GPT-2's are a few MB
+
+
+def read_small(path, error):
+    """The bytes of a file that is small by nature (a tokenizer, a config, an index): one larger
+    than MAX_JSON_BYTES, or no regular file (a device or FIFO never ends), is refused with `error`
+    before it is read (OSError if it is absent)."""
+    status = os.stat(path)
+    if not stat.S_ISREG(status.st_mode):
+        raise error(f"{path}: not a regular file")
+    if status.st_size > MAX_JSON_BYTES:
+        raise error(f"{path}: {status.st_size} bytes; a file of this kind is {MAX_JSON_BYTES // 2**20} MiB at most")
+    return Path(path).read_bytes()
 
 
 def _tokenizers():
@@ -29,6 +44,8 @@ class BPETokenizer:
 
     def __init__(self, tokenizer):
         self._tokenizer = tokenizer
+        # the rows a model needs: one past the largest id, which a vocabulary with gaps puts beyond its count
+        self.vocab_size = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=-1) + 1
         self.eos_token = END_OF_TEXT if tokenizer.token_to_id(END_OF_TEXT) is not None else None
 
     @classmethod
@@ -45,11 +62,16 @@ class BPETokenizer:
         """From folder/tokenizer.json, else GPT-2's vocab.json + merges.txt (byte-level BPE, with
         <|endoftext|> as a special token, as transformers' GPT2Tokenizer reads them)."""
         folder = Path(folder)
-        if (folder / TOKENIZER_FILE).is_file():
+        path = folder / TOKENIZER_FILE
+        if path.is_file():
             try:
-                return cls.from_json((folder / TOKENIZER_FILE).read_text(encoding="utf-8"))
+                text = read_small(path, TinyGPTError).decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise TinyGPTError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            try:
+                return cls.from_json(text)
             except TinyGPTError as e:
-                raise TinyGPTError(f"{folder / TOKENIZER_FILE}: {e}") from None
+                raise TinyGPTError(f"{path}: {e}") from None
         if not ((folder / VOCAB_FILE).is_file() and (folder / MERGES_FILE).is_file()):
             raise TinyGPTError(f"{folder} has no tokenizer: neither {TOKENIZER_FILE} nor {VOCAB_FILE} + {MERGES_FILE}")
         tokenizers = _tokenizers()
@@ -63,10 +85,6 @@ class BPETokenizer:
         if tokenizer.token_to_id(END_OF_TEXT) is not None:
             tokenizer.add_special_tokens([END_OF_TEXT])
         return cls(tokenizer)
-
-    @property
-    def vocab_size(self):
-        return self._tokenizer.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text):
         """str -> int64 ids (no special tokens added around it; a literal <|endoftext|> is one)."""

@@ -9,14 +9,18 @@ causal-mask buffers `attn.bias` / `attn.masked_bias` that older transformers sav
 """
 
 import json
+import math
+import os
 import re
+import stat
 from pathlib import Path
 
+import numpy as np
 from safetensors import safe_open
 
 from tinygrad_gpt.config import GPTConfig
 from tinygrad_gpt.errors import CheckpointError, TinyGPTError, one_line
-from tinygrad_gpt.hf.bpe import MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE, BPETokenizer
+from tinygrad_gpt.hf.bpe import MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE, BPETokenizer, read_small
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -33,6 +37,7 @@ SUPPORTED = {
 }
 READABLE_DTYPES = ("F16", "F32", "F64")  # what NumPy holds (not bfloat16)
 NOT_WEIGHTS = re.compile(r"(^|\.)(lm_head\.weight|h\.\d+\.attn\.(bias|masked_bias))$")  # tied head, mask buffers
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit on a header
 HUB_NAMES = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
 HUB_FILES = [CONFIG_FILE, MODEL_FILE, "model-*.safetensors", MODEL_INDEX_FILE, TOKENIZER_FILE, VOCAB_FILE, MERGES_FILE]
 
@@ -41,7 +46,7 @@ def read_config(folder, dropout=0.0):
     """The GPTConfig of folder/config.json, refusing what our GPT does not implement."""
     path = Path(folder) / CONFIG_FILE
     try:
-        config = json.loads(path.read_bytes())
+        config = json.loads(read_small(path, CheckpointError))
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e}); is {folder} a Hugging Face folder?") from None
     except ValueError as e:
@@ -75,34 +80,90 @@ def pretrained_tokenizer(folder):
     tokenizer = BPETokenizer.from_folder(folder)
     vocab_size = read_config(folder).vocab_size
     if tokenizer.vocab_size > vocab_size:
-        raise CheckpointError(f"{folder}: its tokenizer has {tokenizer.vocab_size} tokens, its model {vocab_size}")
+        raise CheckpointError(
+            f"{folder}: its tokenizer has ids up to {tokenizer.vocab_size - 1}, past its model's {vocab_size} tokens"
+        )
     return tokenizer
 
 
 def read_weights(folder):
     """{our parameter name: host array} from folder's safetensors file(s), leaving out the tied
     head and the mask buffers; a pickled pytorch_model.bin is never read."""
+    tensors, sources = {}, {}
+    for path in weight_files(folder):
+        _read_safetensors(path, tensors, sources)
+    return tensors
+
+
+def weight_files(folder):
+    """The safetensors file(s) of folder's weights: the shards its index names, or model.safetensors."""
     folder = Path(folder)
     if (folder / MODEL_INDEX_FILE).is_file():
         try:
-            weight_map = json.loads((folder / MODEL_INDEX_FILE).read_bytes())["weight_map"]
+            weight_map = json.loads(read_small(folder / MODEL_INDEX_FILE, CheckpointError))["weight_map"]
             files = sorted(set(weight_map.values()))
+            outside = [name for name in files if Path(name).is_absolute() or ".." in Path(name).parts]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise CheckpointError(f"{folder / MODEL_INDEX_FILE}: not a valid shard index ({e})") from None
-    elif (folder / MODEL_FILE).is_file():
+        if outside:  # a shard index names files of its own folder, never one elsewhere
+            raise CheckpointError(f"{folder / MODEL_INDEX_FILE}: names a file outside {folder}: {outside[0]}")
+    elif (folder / MODEL_FILE).exists():  # a device or FIFO there is refused by name when it is read
         files = [MODEL_FILE]
     else:
         others = sorted(p.name for p in folder.glob("*.bin"))
         hint = f" ({', '.join(others)} is pickled PyTorch, which is never loaded here)" if others else ""
         raise CheckpointError(f"{folder}: no {MODEL_FILE} or {MODEL_INDEX_FILE}{hint}")
-    tensors = {}
-    for name in files:
-        tensors.update(_read_safetensors(folder / name))
-    return tensors
+    return [folder / name for name in files]
 
 
-def _read_safetensors(path):
-    tensors = {}
+def safetensors_shapes(path):
+    """{tensor name: shape} from a safetensors file's header alone, its data unread; CheckpointError
+    unless the file is exactly as long as the header says (truncated, padded, or not one)."""
+    try:
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:  # a FIFO: no wait
+            status = os.fstat(f.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise CheckpointError(f"{path}: not a regular file")
+            size = status.st_size
+            length = int.from_bytes(f.read(8), "little")
+            if size < 8 or length > min(MAX_HEADER_BYTES, size - 8):
+                raise ValueError(f"a header of {length} bytes in a file of {size}")
+            header = json.loads(f.read(length))
+            entries = {name: entry for name, entry in header.items() if name != "__metadata__"}
+            shapes = {name: tuple(int(n) for n in entry["shape"]) for name, entry in entries.items()}
+            end = 8 + length + max((int(entry["data_offsets"][1]) for entry in entries.values()), default=0)
+    except CheckpointError:
+        raise
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:  # a malformed header
+        raise CheckpointError(f"{path}: not a valid safetensors file ({one_line(e)})") from None
+    if end != size:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({size} bytes, its header describes {end})")
+    return shapes
+
+
+def check_weights_fit(config, paths, config_path):
+    """CheckpointError unless the weights files could hold the model config describes, judged from
+    their headers before any array is made: a config.json asking for ten million layers would
+    otherwise have the model built (and the memory taken) first. A model up to twice its weights
+    passes here, so that a nearly right file gets load_state_dict's message naming each tensor."""
+    stored = sum(
+        math.prod(shape)
+        for path in paths
+        for name, shape in safetensors_shapes(path).items()
+        if not NOT_WEIGHTS.search(name)
+    )
+    wanted = config.parameter_count()
+    if wanted > 2 * stored:
+        raise CheckpointError(
+            f"{config_path}: describes a model of {wanted:,} parameters, but its weights hold {stored:,} numbers"
+        )
+
+
+def _read_safetensors(path, tensors, sources):
+    """Add path's weights to tensors under our names; sources keeps the name each came from, so
+    that two names for one weight (with and without `transformer.`) are refused, not overwritten."""
     try:
         with safe_open(path, framework="numpy") as f:
             for key in f.keys():
@@ -114,12 +175,17 @@ def _read_safetensors(path):
                         f"{path}: {key} is stored as {dtype}, which NumPy cannot hold; save the model in "
                         f"float32 or float16 (model.float().save_pretrained(...))"
                     )
-                tensors["transformer." + key.removeprefix("transformer.")] = f.get_tensor(key)
+                name = "transformer." + key.removeprefix("transformer.")
+                if name in sources:
+                    raise CheckpointError(f"{path}: {key} and {sources[name]} are the same weight {name}")
+                tensor = f.get_tensor(key)
+                if not np.isfinite(tensor).all():
+                    raise CheckpointError(f"{path}: {key} holds NaN or infinite values")
+                tensors[name], sources[name] = tensor, key
     except CheckpointError:
         raise
     except Exception as e:  # the parser reports bad files as SafetensorError, missing ones as OSError
         raise CheckpointError(f"{path}: not a valid safetensors file ({one_line(e)})") from None
-    return tensors
 
 
 def transformers_config(config, tokenizer):
