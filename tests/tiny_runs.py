@@ -3,6 +3,7 @@ configs, and running the `tinygpt` command (or any Python) in a subprocess."""
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -82,8 +83,10 @@ def python_output(code, **env):
     return result.stdout.strip()
 
 
-def start_tinygpt(*args, env=None):
-    """Start `python -m tinygrad_gpt ARGS` without waiting (for signal tests); env as for tinygpt."""
+def start_tinygpt(*args, env=None, **kwargs):
+    """Start `python -m tinygrad_gpt ARGS` without waiting (for signal tests); env as for tinygpt.
+    The process starts with Ctrl-C's default action whatever this one's (a shell's background job,
+    `pytest &`, ignores it, and children inherit that), since the tests send it SIGINT."""
     return subprocess.Popen(
         [sys.executable, "-m", "tinygrad_gpt", *map(str, args)],
         stdout=subprocess.PIPE,
@@ -91,7 +94,13 @@ def start_tinygpt(*args, env=None):
         text=True,
         env={**clean_env(), **(env or {})},
         cwd=REPO,
+        preexec_fn=default_sigint,
+        **kwargs,
     )
+
+
+def default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_checkpoint(process, out, timeout=120):

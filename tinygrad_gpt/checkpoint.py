@@ -33,7 +33,7 @@ from tinygrad_gpt.config import MODEL_FIELDS, TrainConfig
 from tinygrad_gpt.data import CharTokenizer
 from tinygrad_gpt.engine import backend
 from tinygrad_gpt.errors import CheckpointError, TinyGPTError, one_line
-from tinygrad_gpt.fileio import atomic_write
+from tinygrad_gpt.fileio import atomic_write, check_regular_file, remove_stale_temp_files
 from tinygrad_gpt.hf.bpe import TOKENIZER_FILE, BPETokenizer
 from tinygrad_gpt.hf.gpt2 import (
     CONFIG_FILE,
@@ -97,8 +97,22 @@ def save_checkpoint(directory, model, tokenizer, train_config, step, best_val_lo
     if transformers:
         files[directory / TOKENIZER_CONFIG_FILE] = json.dumps(tokenizer_config(model.config, tokenizer)).encode()
     files[directory / CONFIG_FILE] = json.dumps(config, indent=2).encode()  # last: the commit point
+    for path in files:  # what saves killed mid-write left (no `finally` runs on SIGKILL)
+        remove_stale_temp_files(path)
     _keep_previous(directory, blobs)
     atomic_write(files)
+
+
+def check_no_links_out(directory, names):
+    """CheckpointError unless each of `names` inside directory is a real file or folder (or
+    absent): a symlink there would have saves write, or hard-link, outside the out-dir."""
+    for name in names:
+        path = Path(directory) / name
+        if path.is_symlink():
+            raise CheckpointError(
+                f"{path}: a symbolic link (to {os.readlink(path)}); a run writes inside its --out-dir only: "
+                "remove the link"
+            )
 
 
 def _keep_previous(directory, names):
@@ -111,6 +125,7 @@ def _keep_previous(directory, names):
     except (OSError, ValueError, KeyError, TypeError):  # no checkpoint yet (or one that won't load)
         return
     previous = directory / PREVIOUS_DIR
+    check_no_links_out(directory, [PREVIOUS_DIR])
     for name in names:
         current, tmp = directory / name, previous / f".{name}.tmp"
         if not current.exists() or hashlib.sha256(current.read_bytes()).hexdigest() != committed.get(name):
@@ -138,6 +153,7 @@ def config_digest(config):
 def read_checkpoint(directory):
     """Parse and validate directory/config.json; CheckpointError naming the file if it is bad."""
     path = Path(directory) / CONFIG_FILE
+    check_regular_file(path, CheckpointError)
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -246,12 +262,14 @@ def _read_file(checkpoint, name):
     """(path, bytes) of the file `name` that config.json recorded: in the folder, or in .previous/
     after a save stopped between renames; the folder's own file where neither matches."""
     path = checkpoint.directory / name
+    check_regular_file(path, CheckpointError)
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
     if hashlib.sha256(raw).hexdigest() != checkpoint.sha256[name]:
         previous = checkpoint.directory / PREVIOUS_DIR / name
+        check_regular_file(previous, CheckpointError)
         if previous.exists() and hashlib.sha256(previous.read_bytes()).hexdigest() == checkpoint.sha256[name]:
             return previous, previous.read_bytes()
     return path, raw

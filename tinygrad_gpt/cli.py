@@ -1,8 +1,8 @@
 """The `tinygpt` command: train, sample, bench, gradcheck.
 
 Exit status: 0 done; 1 a runtime problem (data, checkpoint, backend, files), reported as one line
-`tinygpt: error: ...`; 2 a usage problem (flags, values, prompt); 130 interrupted. --debug shows
-the traceback instead.
+`tinygpt: error: ...`; 2 a usage problem (flags, values, prompt); 130 interrupted (Ctrl-C); 143
+terminated (SIGTERM, which training takes as it takes Ctrl-C). --debug shows the traceback instead.
 """
 
 import argparse
@@ -11,15 +11,19 @@ import sys
 import traceback
 from dataclasses import fields
 
-from tinygrad_gpt.config import PRESETS, TrainConfig
-from tinygrad_gpt.engine import BackendError, backend, set_backend, set_kernels
-from tinygrad_gpt.engine.dispatch import CHOICES
-from tinygrad_gpt.errors import TinyGPTError, TrainingInterrupted, UsageError
-from tinygrad_gpt.parallel import mpi
-from tinygrad_gpt.sample import sample
-from tinygrad_gpt.tools.bench import SHAPE_FIELDS, bench, report
-from tinygrad_gpt.tools.gradcheck import TOLERANCE, gradcheck
-from tinygrad_gpt.train import run_config, train
+try:  # these take a while to import: Ctrl-C meanwhile ends in one line too
+    from tinygrad_gpt.config import PRESETS, TrainConfig
+    from tinygrad_gpt.engine import BackendError, backend, set_backend, set_kernels
+    from tinygrad_gpt.engine.dispatch import CHOICES
+    from tinygrad_gpt.errors import TinyGPTError, TrainingInterrupted, UsageError
+    from tinygrad_gpt.parallel import mpi
+    from tinygrad_gpt.sample import sample
+    from tinygrad_gpt.tools.bench import SHAPE_FIELDS, bench, report
+    from tinygrad_gpt.tools.gradcheck import TOLERANCE, gradcheck
+    from tinygrad_gpt.train import STEP_TIMEOUT_S, run_config, train
+except KeyboardInterrupt:
+    print("tinygpt: interrupted", file=sys.stderr)
+    raise SystemExit(130) from None
 
 INIT_FROM_HELP = (
     "a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer.json), or a Hub name "
@@ -37,10 +41,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def run_train(args):
-    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     world = mpi.init()
     config = run_config(args.out_dir, args.preset, overrides, args.resume)
-    train(config, args.out_dir, args.data, args.resume, world, args.zero)
+    train(config, args.out_dir, args.data, args.resume, world, args.zero, args.step_timeout)
 
 
 def run_sample(args):
@@ -111,6 +115,16 @@ def add_config_flags(parser, names, note=None):
         )
 
 
+def positive_seconds(text):
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = None
+    if seconds is None or not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
+
+
 def folder(text):
     """--out-dir's value: an empty name would put the run's files in the current directory unsaid."""
     if not text:
@@ -174,6 +188,14 @@ def build_parser():
     p_train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out-dir")
     p_train.add_argument("--init-from", metavar="DIR", help=INIT_FROM_HELP + " to fine-tune, with its tokenizer")
     add_zero_flag(p_train)
+    p_train.add_argument(
+        "--step-timeout",
+        type=positive_seconds,
+        default=STEP_TIMEOUT_S,
+        metavar="SECONDS",
+        help="end the run, in one line, when a worker process or MPI rank has not answered within this "
+        f"(default {STEP_TIMEOUT_S:g}, torch.distributed's)",
+    )
     add_config_flags(p_train, CONFIG_FLAGS)
 
     p_sample = commands.add_parser("sample", parents=[common], help="generate text from a checkpoint")
@@ -242,7 +264,7 @@ def main(argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail
         return mpi.end_job(1)
     except (TrainingInterrupted, KeyboardInterrupt) as e:
-        return _fail(args, 130, f"tinygpt: {str(e) or 'interrupted'}")
+        return _fail(args, getattr(e, "exit_code", 130), f"tinygpt: {str(e) or 'interrupted'}")
     except Exception as e:
         return _fail(args, e.exit_code if isinstance(e, TinyGPTError) else 1, f"tinygpt: error: {_describe(e)}")
 

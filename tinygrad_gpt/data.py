@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygrad_gpt.errors import DataError
+from tinygrad_gpt.fileio import check_regular_file
 
 # Tiny Shakespeare ships with the package, compressed (datasets/README.md says where it comes from);
 # the sha256 is the text's, uncompressed.
@@ -51,7 +52,9 @@ def _unpack_tiny_shakespeare(packed):
 
 def read_text(path):
     """The whole file as a str (Tiny Shakespeare unpacked and checked); missing, unreadable, empty or
-    non-UTF-8 files raise DataError."""
+    non-UTF-8 files raise DataError, and so does what is not a regular file (a FIFO would block the
+    read for ever)."""
+    check_regular_file(path, DataError)
     try:
         if Path(path) != TINY_SHAKESPEARE:  # which is compressed, and checked by its sha256
             _check_looks_like_text(path)
@@ -143,6 +146,7 @@ class TextDataset:
 
     def __init__(self, text, tokenizer=None):
         self.tokenizer = tokenizer or CharTokenizer.from_text(text)
+        self.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()  # which text, for resumes and ranks
         ids = self.tokenizer.encode(text)
         n = int(TRAIN_FRACTION * len(ids))
         self.splits = {"train": ids[:n], "val": ids[n:]}

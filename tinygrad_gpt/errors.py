@@ -31,9 +31,12 @@ def one_line(error):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C during training, after the checkpoint was saved; the message says how to resume."""
+    """Ctrl-C (exit status 130) or SIGTERM (143) during training; the message says what was saved
+    and how to resume."""
 
-    exit_code = 130
+    def __init__(self, message, exit_code=130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class DistributedError(TinyGPTError):

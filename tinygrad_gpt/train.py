@@ -12,12 +12,13 @@ its rows of each batch, and rank 0 alone writes: the log, the checkpoints, stdou
 """
 
 import functools
+import hashlib
 import json
 import math
 import shlex
 import signal
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,9 @@ from tinygrad_gpt import engine
 from tinygrad_gpt.checkpoint import (
     BEST_DIR,
     CONFIG_FILE,
+    PREVIOUS_DIR,
     Checkpoint,
+    check_no_links_out,
     load_model,
     load_optimizer,
     load_tokenizer,
@@ -38,21 +41,25 @@ from tinygrad_gpt.config import MODEL_FIELDS, TrainConfig, preset_config
 from tinygrad_gpt.data import TextDataset, load_dataset, resolve_data_path
 from tinygrad_gpt.engine import backend, no_grad
 from tinygrad_gpt.errors import TrainingDiverged, TrainingInterrupted, UsageError
-from tinygrad_gpt.fileio import atomic_write
+from tinygrad_gpt.fileio import OutDirLock, atomic_write
 from tinygrad_gpt.hf.gpt2 import pretrained_tokenizer, read_config, resolve
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_, get_lr, grad_norm
-from tinygrad_gpt.parallel import data_parallel, shard_workers
+from tinygrad_gpt.parallel import data_parallel, processes, shard_workers
 from tinygrad_gpt.parallel.mpi import World
 from tinygrad_gpt.parallel.shards import default_shards, describe_shards
 from tinygrad_gpt.parallel.zero import ShardedAdamW
 from tinygrad_gpt.sample import default_prompt
 
 LOG_FILE = "log.jsonl"
+LOSS_PLOT = "loss.png"
 # Seed words that keep the dropout and eval streams apart from the batch stream [seed, step]
 # (2**32 - 1 stands where a step number would, one no run reaches).
 DROPOUT_STREAM = 1
 EVAL_STREAMS = {"train": [2**32 - 1, 1], "val": [2**32 - 1, 2]}
+# How long a wait on another process (a worker process's answer, the other ranks in a collective)
+# may last before the run ends: torch.distributed's default process-group timeout.
+STEP_TIMEOUT_S = 600.0
 
 
 def batch_rng(seed, step):
@@ -83,16 +90,27 @@ def run_config(out_dir, preset, overrides, resume):
         raise UsageError(f"invalid config: {e}") from None
 
 
-def train(config, out_dir="out", data=None, resume=False, world=None, zero=0):
+def train(config, out_dir="out", data=None, resume=False, world=None, zero=0, step_timeout=STEP_TIMEOUT_S):
     """Train per config, checkpointing into out_dir; with resume, continue out_dir's checkpoint.
     data: the text file (else $TINYGPT_DATA, else the Tiny Shakespeare that ships with us). world: the
     processes training together (distributed.init()), else this one alone; zero=1: they share
-    AdamW's state out (ZeRO-1, parallel/zero.py)."""
+    AdamW's state out (ZeRO-1, parallel/zero.py). step_timeout: seconds a wait on another process
+    may last. The run is out_dir's one writer (OutDirLock, rank 0's): a second run there is
+    refused before it writes anything."""
     world, out_dir = world or World(), Path(out_dir)
+    world.timeout = step_timeout
+    with OutDirLock(out_dir) as lock:
+        if world.rank == 0 and out_dir.is_dir():  # else no run holds it yet: taken once it is made
+            lock.acquire()
+        _train(config, out_dir, data, resume, world, zero, lock)
+
+
+def _train(config, out_dir, data, resume, world, zero, lock):
     run = make_run(config, out_dir, data, resume)
+    world.check_same(agreed_digests(run))  # before the first collective, which other shapes would break
     config, model, dataset, step, best_val_loss = run.config, run.model, run.dataset, run.step, run.best_val_loss
     optimizer = make_optimizer(model, config, world, zero, run.checkpoint)
-    if not _prepare_out_dir(out_dir, world, step, config.max_iters):
+    if not _prepare_out_dir(out_dir, world, step, config.max_iters, lock):
         return
     shards = default_shards(config.batch_size // world.size, world.local_size)
     _announce(run, world, shards, out_dir)
@@ -100,7 +118,7 @@ def train(config, out_dir="out", data=None, resume=False, world=None, zero=0):
     model.train()
     xp = backend.get_xp()
     backend.keep_freed_host_memory()  # a step makes many large temporaries (set before workers fork)
-    parallel, optimizer, params, sum_over = data_parallel(model, optimizer, world, shards)
+    parallel, optimizer, params, sum_over = data_parallel(model, optimizer, world, shards, world.timeout)
     accumulate = config.gradient_accumulation_steps
     rows = config.batch_size * accumulate  # a step's batch, taken in `accumulate` micro-batches
     start = synced_time = time.time()
@@ -134,7 +152,7 @@ def train(config, out_dir="out", data=None, resume=False, world=None, zero=0):
             optimizer.zero_grad()
             step += 1
             bar.update()
-            stop = world.any(interrupted)  # Ctrl-C (under MPI, rank 0's: every rank stops at this step)
+            stop = world.any(interrupted)  # Ctrl-C or SIGTERM (under MPI, any rank's: all stop at this step)
 
             evaluate = step % config.eval_interval == 0 or step == config.max_iters
             if step % config.log_interval == 0 or evaluate or stop:  # the one host sync of the loop
@@ -156,7 +174,8 @@ def train(config, out_dir="out", data=None, resume=False, world=None, zero=0):
                     save(out_dir, step, best_val_loss, optimizer)
                 command = _resume_command(world, out_dir, data)
                 raise TrainingInterrupted(
-                    f"interrupted at step {step}; checkpoint saved in {out_dir}; resume with: {command}"
+                    f"{interrupted.how} at step {step}; checkpoint saved in {out_dir}; resume with: {command}",
+                    interrupted.exit_code,
                 )
     if world.rank == 0:
         _plot_losses(out_dir)
@@ -192,12 +211,13 @@ def make_run(config, out_dir, data=None, resume=False):
     tokenizer = load_tokenizer(checkpoint) if checkpoint else pretrained_tokenizer(pretrained) if pretrained else None
     path = resolve_data_path(data)
     dataset = load_dataset(path, config.block_size, tokenizer)
+    notes = _resume_notes(config, checkpoint, dataset) if checkpoint else []
+    config = replace(config, data_sha256=dataset.sha256)
     if checkpoint:
         _check_same_model(config, checkpoint.train_config)
         resumed = dict(step=checkpoint.step, best_val_loss=checkpoint.best_val_loss, checkpoint=checkpoint)
-        return Run(
-            config, load_model(checkpoint), dataset, path, **resumed, doing=f"resuming at step {checkpoint.step}"
-        )
+        doing = f"resuming at step {checkpoint.step}" + (f" ({'; '.join(notes)})" if notes else "")
+        return Run(config, load_model(checkpoint), dataset, path, **resumed, doing=doing)
     if pretrained:
         model = GPT.from_pretrained(pretrained, dropout=config.dropout)
         model.crop_block_size(config.block_size)
@@ -208,6 +228,31 @@ def make_run(config, out_dir, data=None, resume=False):
     except ValueError as e:
         raise UsageError(f"invalid config: {e}") from None
     return Run(config, model, dataset, path)
+
+
+def _resume_notes(config, checkpoint, dataset):
+    """What a resumed run changes unasked, for its first line: other data than the checkpoint's
+    (older checkpoints did not record theirs), or a --max-iters past the end of the learning-rate
+    decay, whose steps would all run at min_lr."""
+    saved, notes = checkpoint.train_config, []
+    if saved.data_sha256 not in (None, dataset.sha256):
+        notes.append(f"other data than the checkpoint's: sha256 {dataset.sha256[:12]}, not {saved.data_sha256[:12]}")
+    if config.max_iters > config.lr_decay_iters >= saved.max_iters:
+        notes.append(
+            f"steps {max(checkpoint.step, config.lr_decay_iters)} to {config.max_iters} run at min_lr "
+            f"{config.min_lr:g}, past the decay's end at {config.lr_decay_iters}: --lr-decay-iters moves it"
+        )
+    return notes
+
+
+def agreed_digests(run):
+    """What every rank of a run must share, as digests: its text, vocabulary and config."""
+    config = {k: v for k, v in asdict(run.config).items() if k != "data_sha256"}  # the text has its own
+    return {
+        "data": run.dataset.sha256,
+        "vocabulary": hashlib.sha256(run.dataset.tokenizer.to_json().encode()).hexdigest(),
+        "config": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
+    }
 
 
 def make_optimizer(model, config, world, zero=0, checkpoint=None):
@@ -226,11 +271,13 @@ def make_optimizer(model, config, world, zero=0, checkpoint=None):
     return optimizer
 
 
-def _prepare_out_dir(out_dir, world, step, max_iters):
-    """Whether there is training to do, once out_dir is ready for it: made, with log lines past
-    `step` dropped (rank 0, the one writer; this also finds an unwritable out-dir early)."""
+def _prepare_out_dir(out_dir, world, step, max_iters, lock):
+    """Whether there is training to do, once out_dir is ready for it: made, locked, with log lines
+    past `step` dropped (rank 0, the one writer; this also finds an unwritable out-dir early)."""
     if world.rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+        check_no_links_out(out_dir, [BEST_DIR, PREVIOUS_DIR, LOSS_PLOT])
         _keep_log_until(out_dir / LOG_FILE, step)
     if step >= max_iters:
         print(f"{out_dir} is already at step {step} >= max_iters {max_iters}; pass a larger --max-iters to go on")
@@ -351,26 +398,38 @@ def _keep_log_until(path, step):
 
 
 class _InterruptFlag:
-    """Within the block, Ctrl-C sets a flag (truthy) that the loop checks after each step, so a
-    checkpoint is never cut in half; a second Ctrl-C raises KeyboardInterrupt as usual."""
+    """Within the block, Ctrl-C or SIGTERM (what a scheduler, systemd or `kill` sends) sets a flag
+    (truthy) that the loop checks after each step, so a checkpoint is never cut in half; a second
+    one raises KeyboardInterrupt (Ctrl-C) or ends the process with 143 (SIGTERM). The flag also
+    tells a wait on a stalled worker process to give up (processes.INTERRUPTED). `how` and
+    `exit_code` say which came first."""
+
+    SIGNALS = {signal.SIGINT: ("interrupted", 130), signal.SIGTERM: ("terminated", 143)}
 
     def __enter__(self):
-        self.raised = False
-        self.previous = signal.getsignal(signal.SIGINT)
-        if self.previous is not signal.SIG_IGN:  # a process that ignores Ctrl-C goes on ignoring it
-            signal.signal(signal.SIGINT, self._handle)
+        self.raised, self.how, self.exit_code = False, None, None
+        self.previous = {signum: signal.getsignal(signum) for signum in self.SIGNALS}
+        for signum, previous in self.previous.items():
+            if previous is not signal.SIG_IGN:  # a process that ignores a signal goes on ignoring it
+                signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.raised:
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(143)
         self.raised = True
+        self.how, self.exit_code = self.SIGNALS[signum]
+        processes.INTERRUPTED.set(self.how, self.exit_code)
 
     def __bool__(self):
         return self.raised
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
+        processes.INTERRUPTED.clear()
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
 
 
 def _plot_losses(out_dir):
@@ -389,5 +448,5 @@ def _plot_losses(out_dir):
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy loss")
     ax.legend()
-    fig.savefig(out_dir / "loss.png", dpi=120, bbox_inches="tight")
+    fig.savefig(out_dir / LOSS_PLOT, dpi=120, bbox_inches="tight")
     plt.close(fig)

@@ -14,12 +14,13 @@ def shard_workers(world):
     return DistributedDataParallel.WORKERS if world.distributed else default_workers()
 
 
-def data_parallel(model, optimizer, world, threads):
+def data_parallel(model, optimizer, world, threads, timeout=None):
     """How a training step is shared out: (what runs forward and backward, `step(x, y, seed, scale,
     sync)` with sync False on each micro-step of gradient accumulation but the last, over `threads`
     shards (worker processes or threads: shard_workers) and the ranks of `world`, or None for the
     plain one-thread step; the optimizer to step, which worker processes share out; the tensors
-    whose gradients clipping scales; what sums their norm over ranks where they are shards)."""
+    whose gradients clipping scales; what sums their norm over ranks where they are shards).
+    timeout: seconds a worker process may take to answer (None: no limit)."""
     if isinstance(optimizer, ShardedAdamW):  # ZeRO-1: this rank holds its optimizer's shard of the gradients
         parallel = ZeroDataParallel(model, world, threads, optimizer)
         return parallel, optimizer, optimizer.pieces, world.allreduce_sum
@@ -27,5 +28,5 @@ def data_parallel(model, optimizer, world, threads):
         return DistributedDataParallel(model, world, threads), optimizer, model.parameters(), None
     if threads == 1:
         return None, optimizer, model.parameters(), None
-    parallel = DataParallel(model, threads, optimizer=optimizer)
+    parallel = DataParallel(model, threads, optimizer=optimizer, timeout=timeout)
     return parallel, parallel.optimizer, model.parameters(), None

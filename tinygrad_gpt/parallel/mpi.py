@@ -12,15 +12,19 @@ micro-batches first and ranks second, where syncing every micro-batch ran them t
 
 Rank 0 speaks for the job (stdout, the log, the checkpoints); the others print only an error. A
 rank that stops must not leave the others waiting in a collective for ever: end_job prints its one
-line and ends every rank (MPI_Abort).
+line and ends every rank (MPI_Abort). Nor must a rank that stops answering (SIGSTOP, a hang)
+leave the others spinning in a collective for ever: with a World's `timeout` set, a watchdog
+thread ends the job that way once one of its collectives has waited that long.
 """
 
+import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tinygrad_gpt.engine import Tensor, backend
 from tinygrad_gpt.errors import DistributedError
@@ -59,10 +63,20 @@ class World:
     local_size: int = 1  # ranks on this machine, sharing its cores (or one GPU each)
     comm: object = None  # the mpi4py communicator, for control; None in a single process
     collectives: object = None  # MPICollectives or NCCLCollectives, for the arrays
+    timeout: float | None = None  # seconds a collective may wait on the other ranks (None: no limit)
+    _watchdog: object = field(default=None, repr=False, compare=False)
 
     @property
     def distributed(self):
         return self.comm is not None
+
+    def _waiting(self, what):
+        """Around a collective: past `timeout` seconds in it, the watchdog ends the job."""
+        if not self.distributed or self.timeout is None:
+            return contextlib.nullcontext()
+        if self._watchdog is None:
+            self._watchdog = _Watchdog(self.rank)
+        return self._watchdog.waiting(self.timeout, what)
 
     def rows(self, n):
         """This rank's rows of a batch of n (cut in `size` near-equal parts), and their share of n."""
@@ -72,26 +86,46 @@ class World:
     def allreduce_sum(self, buffer):
         """The sum over ranks of every rank's buffer, in place; the buffer."""
         if self.collectives is not None:
-            self.collectives.allreduce_sum(buffer)
+            with self._waiting("a sum over the ranks"):
+                self.collectives.allreduce_sum(buffer)
         return buffer
 
     def reduce_scatter_sum(self, buffer, part):
         """The sum over ranks of buffer (`size` parts of len(part)), this rank's part into `part`."""
-        self.collectives.reduce_scatter_sum(buffer, part)
+        with self._waiting("a sum over the ranks"):
+            self.collectives.reduce_scatter_sum(buffer, part)
 
     def all_gather(self, buffer):
         """Every rank's part of buffer (its `rank`-th of `size`) into every rank's, in place."""
-        self.collectives.all_gather(buffer)
+        with self._waiting("a gather from the ranks"):
+            self.collectives.all_gather(buffer)
 
     def any(self, flag):
         """Whether `flag` is true on any rank: every rank calls this and gets the same answer."""
-        return bool(flag) if self.comm is None else self.comm.allreduce(int(bool(flag))) > 0
+        if self.comm is None:
+            return bool(flag)
+        with self._waiting("the end of a step"):
+            return self.comm.allreduce(int(bool(flag))) > 0
+
+    def check_same(self, digests):
+        """End the run unless every rank's digests (what -> hex digest) are rank 0's: a rank with
+        other data would train apart without a word, one with another vocabulary would fail deep in
+        a collective. One small allgather; the error names the first rank that differs, and what."""
+        if self.comm is None:
+            return
+        everyone = self.comm.allgather(digests)
+        for rank, theirs in enumerate(everyone):
+            if differ := [what for what, digest in everyone[0].items() if theirs.get(what) != digest]:
+                raise DistributedError(
+                    f"rank {rank}'s {' and '.join(differ)} differ from rank 0's: every rank must train on the same"
+                )
 
     def broadcast_parameters(self, params):
         """Rank 0's values into every rank's parameters (the ranks must start equal)."""
         if self.collectives is not None:
-            for p in params:
-                self.collectives.broadcast(p.data)
+            with self._waiting("the broadcast of rank 0's parameters"):
+                for p in params:
+                    self.collectives.broadcast(p.data)
 
     def command(self, *args):
         """The command line that runs `tinygpt ARGS` on this many processes."""
@@ -100,6 +134,38 @@ class World:
 
 
 _world = World()
+
+
+class _Watchdog:
+    """A thread that ends the job (end_job, so MPI_Abort) when a wait armed by waiting() lasts
+    past its deadline. mpi4py lets go of the GIL in a blocking call, so the thread runs while the
+    main one waits in MPI; MPI_Abort from it is allowed (mpi4py asks MPI for MPI_THREAD_MULTIPLE)."""
+
+    def __init__(self, rank):
+        self.rank, self._changed, self._armed = rank, threading.Condition(), None
+        threading.Thread(target=self._watch, daemon=True, name="tinygpt-watchdog").start()
+
+    @contextlib.contextmanager
+    def waiting(self, timeout, what):
+        with self._changed:
+            self._armed = (time.monotonic() + timeout, timeout, what)
+            self._changed.notify()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._armed = None
+
+    def _watch(self):
+        with self._changed:
+            while self._armed is None or time.monotonic() < self._armed[0]:
+                self._changed.wait(None if self._armed is None else self._armed[0] - time.monotonic())
+            _, timeout, what = self._armed
+        end_job(
+            1,
+            f"tinygpt: error: rank {self.rank} waited {timeout:g} s (--step-timeout) for the other ranks in {what}: "
+            "a rank has stopped or hangs; ended the job (the last checkpoint is kept as it was)",
+        )
 
 
 def start():

@@ -18,10 +18,13 @@ What the processes share lives in shared memory, so that no one process copies o
 
 Each worker is forked from the parent with the model, so it needs nothing pickled but a shard's
 tokens and its result's loss. Its forward and backward are the parent's code and arithmetic.
-It ignores Ctrl-C (the parent handles it and ends it), and ends when the parent closes its pipe
-or dies (the pipe's end is then closed by the kernel).
+It ignores Ctrl-C and SIGTERM (the parent handles them and ends it), and ends when the parent
+closes its pipe or dies (the pipe's end is then closed by the kernel). The parent waits for an
+answer `timeout` seconds at most, and gives up on a stalled worker (one that uses no CPU: stopped
+by SIGSTOP, or stuck) as soon as the run has been asked to stop: a worker never hangs the run.
 """
 
+import atexit
 import contextlib
 import mmap
 import multiprocessing
@@ -29,13 +32,14 @@ import os
 import signal
 import time
 import weakref
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from tinygrad_gpt.engine.dispatch import chosen, set_kernels
 from tinygrad_gpt.engine.grad_mode import is_grad_enabled, no_grad
-from tinygrad_gpt.errors import TinyGPTError
+from tinygrad_gpt.errors import TinyGPTError, TrainingInterrupted
 from tinygrad_gpt.optim import AdamW
 
 ALIGN = 64  # bytes: each array starts on a cache line
@@ -46,10 +50,34 @@ SPIN_SECONDS = 0.01
 # This process's ends of every live worker's pipe. A worker forked later inherits them all and
 # closes them, since a copy kept open would hide from an earlier worker that its parent closed it.
 _parent_ends = set()
+# How often a wait on a worker looks at the clock, the stop request and the worker's CPU time: a
+# worker busy with its shard uses CPU in every such slice, a stopped or stuck one none.
+WAIT_SLICE_S = 1.0
+
+
+class StopRequest:
+    """Whether the run has been asked to stop (the training loop's Ctrl-C or SIGTERM handler sets
+    it): (how, exit status), else None."""
+
+    def __init__(self):
+        self.reason = None
+
+    def set(self, how, exit_code):
+        self.reason = (how, exit_code)
+
+    def clear(self):
+        self.reason = None
+
+
+INTERRUPTED = StopRequest()
 
 
 class WorkerDied(TinyGPTError):
     """A shard's worker process ended in the middle of training."""
+
+
+class WorkerTimeout(TinyGPTError):
+    """A shard's worker process gave no answer within the step timeout."""
 
 
 class SharedArrays:
@@ -101,8 +129,8 @@ class ShardProcesses:
     A parameter's .grad is then a view of the shared sums: valid until the next step that finds it
     zeroed (set to None) overwrites it, as it would be if kept."""
 
-    def __init__(self, model, count, shard, optimizer=None):
-        self.model, self.shard = model, shard
+    def __init__(self, model, count, shard, optimizer=None, timeout=None):
+        self.model, self.shard, self.timeout = model, shard, timeout
         self.params = model.parameters()
         self.shared_params = SharedArrays([p.data for p in self.params])
         self._share_parameters()
@@ -126,7 +154,9 @@ class ShardProcesses:
             child.close()
             self.processes.append(process)
         self._unanswered = [0] * count  # messages whose answer was never read (the parent was interrupted)
-        weakref.finalize(self, _stop, self.conns, self.processes)
+        # at exit too, and before multiprocessing's own exit handler (atexit runs the last registered
+        # first), which would SIGTERM the workers, which ignore it, and wait for them for ever
+        atexit.register(weakref.finalize(self, _stop, self.conns, self.processes))
 
     def step(self, tasks):
         self._share_parameters()
@@ -216,11 +246,38 @@ class ShardProcesses:
 
     def _receive(self, i):
         try:
-            outcome = _poll_then_receive(self.conns[i], self.spin)
+            self._await(i)
+            outcome = self.conns[i].recv()
         except (EOFError, OSError):
             self._died(i)
         self._unanswered[i] -= 1
         return outcome
+
+    def _await(self, i):
+        """Until worker i's answer is there: spinning first, then in slices, ending the run where
+        the worker takes longer than the timeout, or has stalled once the run was asked to stop."""
+        conn, pid = self.conns[i], self.processes[i].pid
+        deadline = time.monotonic() + (self.timeout if self.timeout is not None else float("inf"))
+        if _poll(conn, self.spin):
+            return
+        progress = None
+        while not conn.poll(WAIT_SLICE_S):
+            now = _cpu_progress(pid)
+            stalled, progress = now is not None and now == progress, now
+            if INTERRUPTED.reason and stalled:
+                how, code = INTERRUPTED.reason
+                self.processes[i].kill()
+                raise TrainingInterrupted(
+                    f"{how} while worker process {pid} had stalled (stopped, or stuck: no CPU time) in the middle "
+                    "of a step; the last checkpoint is kept as it was",
+                    code,
+                )
+            if time.monotonic() > deadline:
+                self.processes[i].kill()
+                raise WorkerTimeout(
+                    f"worker process {pid} gave no answer within {self.timeout:g} s (--step-timeout); stopped; "
+                    "the last checkpoint is kept as it was"
+                )
 
     def _died(self, i):
         self.processes[i].join(timeout=1)
@@ -255,6 +312,7 @@ def _serve(conn, processes, me):
     """Worker `me`'s life: answer the parent's messages (run a shard, sum its gradients, update its
     parameters) until the parent's end of the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # sent to the whole process group (systemd, a scheduler)
     ThreadpoolController().limit(limits=1, user_api="blas")  # for good: one core per shard
     for parent_end in _parent_ends:  # inherited; kept open they would hide the parent's exit
         parent_end.close()
@@ -289,10 +347,27 @@ def _serve(conn, processes, me):
 
 
 def _poll_then_receive(conn, seconds):
-    deadline = time.perf_counter() + seconds
-    while not conn.poll() and time.perf_counter() < deadline:
-        pass
+    _poll(conn, seconds)
     return conn.recv()
+
+
+def _poll(conn, seconds):
+    """Whether conn has something to read, polled without sleeping for `seconds`."""
+    deadline = time.perf_counter() + seconds
+    while not conn.poll():
+        if time.perf_counter() >= deadline:
+            return False
+    return True
+
+
+def _cpu_progress(pid):
+    """Process pid's state letter and the CPU time it has used (Linux's /proc/PID/stat), or None
+    where that cannot be read; a running process ("R") counts as progressing."""
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "R" else (fields[0], int(fields[11]) + int(fields[12]))
 
 
 def _stop(conns, processes):

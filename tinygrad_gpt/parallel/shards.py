@@ -102,9 +102,10 @@ class DataParallel:
     which worker processes share out (processes.SharedAdamW: the same bits again). `sync` is
     DistributedDataParallel's, accepted and ignored: the shards' gradients are summed every step,
     since summing each shard's micro-batches first would change the order of the additions, and so
-    the bits, for memory copies that stay on this machine."""
+    the bits, for memory copies that stay on this machine. timeout: seconds a worker process may
+    take to answer (processes.ShardProcesses; None: no limit)."""
 
-    def __init__(self, model, shards, workers=None, optimizer=None):
+    def __init__(self, model, shards, workers=None, optimizer=None, timeout=None):
         self.model, self.shards = model, shards
         self.params = model.parameters()
         self.blas = _blas_limiter() if shards > 1 else None
@@ -112,7 +113,7 @@ class DataParallel:
         if self.workers not in WORKERS:
             raise ValueError(f"workers must be one of {WORKERS}, got {self.workers!r}")
         if shards > 1 and self.workers == "processes":
-            self._processes = ShardProcesses(model, shards - 1, self._shard, optimizer)
+            self._processes = ShardProcesses(model, shards - 1, self._shard, optimizer, timeout)
             self.optimizer = self._processes.optimizer
         else:  # idle threads wait on a queue (daemon threads: they end with the process)
             self._threads = [_Worker() for _ in range(shards - 1)]
