@@ -351,6 +351,9 @@ def test_training_sums_the_ranks_gradients_once_per_step(tmp_path, corpus, zero)
         def allreduce(self, value):
             return value
 
+        def allgather(self, value):
+            return [value]
+
     class Collectives(Counted):
         def broadcast(self, array):
             self.calls["broadcast"] += 1

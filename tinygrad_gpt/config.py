@@ -72,6 +72,7 @@ class TrainConfig:
     # defaults, so that checkpoints saved before these fields existed still load
     gradient_accumulation_steps: int = 1  # micro-batches of batch_size per step (nanoGPT's name)
     init_from: str | None = None  # the pretrained folder (or Hub name) a fine-tuning run started from
+    data_sha256: str | None = None  # the text the run last trained on (a resume says when it changes)
 
     def __post_init__(self):
         if self.lr_decay_iters is None:
@@ -98,6 +99,7 @@ class TrainConfig:
         for name in ("dropout", "beta2"):
             self._check(name, _is_number, lambda v: 0 <= v < 1, "a number in [0, 1)")
         self._check("init_from", lambda v: v is None or isinstance(v, str), lambda v: v != "", "a folder or model name")
+        self._check("data_sha256", lambda v: v is None or isinstance(v, str), lambda v: v != "", "a hex digest")
         if self.min_lr > self.learning_rate:  # the cosine "decay" would climb
             raise ValueError(f"min_lr ({self.min_lr!r}) must be <= learning_rate ({self.learning_rate!r})")
 
