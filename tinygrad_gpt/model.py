@@ -114,7 +114,7 @@ class Transformer(Module):
     def forward(self, idx, kv_cache=None):
         """idx (B, T) -> hidden states (B, T, C); with a cache, idx continues the cached positions."""
         start = kv_cache[0].length if kv_cache is not None else 0
-        pos = xp_of(self.wpe.weight.data).arange(start, start + idx.shape[1])  # (T,), on the params' device
+        pos = np.arange(start, start + idx.shape[1])  # (T,): on the host, where their range check needs no sync
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C) + (T, C)
         for i, block in enumerate(self.h):
             x = block(x, kv_cache[i] if kv_cache is not None else None)
