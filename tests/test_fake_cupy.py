@@ -229,3 +229,17 @@ def test_training_on_two_gpus_over_nccl(corpus, tmp_path, zero):
     )
     assert result.returncode == 0, result.stderr
     assert "step 4: train loss" in result.stdout and (tmp_path / "config.json").exists()
+
+
+def test_the_cli_trains_and_samples_on_cupy_in_a_subprocess(corpus, tmp_path):
+    """The stand-in reaches the test run's subprocesses (PYTHONPATH), and only theirs."""
+    from tiny_runs import TINY_FLAGS, tinygpt
+
+    flags = [*TINY_FLAGS, "--max-iters", 2, "--eval-interval", 2, "--data", corpus, "--out-dir", tmp_path]
+    trained = tinygpt("train", "--backend", "cupy", *flags)
+    assert trained.returncode == 0, trained.stderr
+    assert "on cupy" in trained.stdout
+    prompt = ["--prompt", "ROMEO:", "--max-new-tokens", 20]
+    sampled = tinygpt("sample", "--backend", "cupy", "--out-dir", tmp_path, *prompt)
+    assert sampled.returncode == 0, sampled.stderr
+    assert sampled.stdout.startswith("ROMEO:") and len(sampled.stdout.strip()) >= 20
