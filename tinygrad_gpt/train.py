@@ -137,7 +137,7 @@ def _train(config, out_dir, data, resume, world, zero, lock):
                 seed = dropout_seed(config.seed, step, micro_step)
                 if parallel is None:
                     engine.manual_seed(seed)  # this micro-step's dropout masks
-                    _, micro_loss = model(backend.asarray(xm), backend.asarray(ym))  # forward
+                    _, micro_loss = model(xm, ym)  # forward (host ids: checked there, then sent to the device)
                     micro_loss = micro_loss / accumulate  # so the summed gradients are the whole batch's
                     micro_loss.backward()  # backward: adds into every parameter's .grad
                 else:  # the same, the micro-batch split over CPU cores or MPI ranks, which sum once a step
@@ -375,7 +375,7 @@ def estimate_loss(model, dataset, config, world=None):
         for _ in range(config.eval_iters):
             x, y = dataset.get_batch(split, config.batch_size, config.block_size, rng)
             rows, share = world.rows(len(x))
-            _, loss = model(backend.asarray(x[rows]), backend.asarray(y[rows]))
+            _, loss = model(x[rows], y[rows])
             total = total + loss.data * share  # summed on the device, read once below
         totals.append(total)
     totals = backend.to_numpy(world.allreduce_sum(backend.get_xp().stack(totals)))

@@ -153,7 +153,7 @@ class DataParallel:
     def _shard(self, x, y, weight, seed):
         """(weight * loss, gradient arrays of the parameters, None where none reaches) of one shard."""
         engine.manual_seed(seed)
-        _, loss = self.model(backend.asarray(x), backend.asarray(y))
+        _, loss = self.model(x, y)  # host ids: range-checked on the host, no device sync
         start = None if weight == 1 else weight  # None: ones made on the loss's device, as backward() does
         grads = engine.grad(loss, self.params, grad_output=start)
         return loss.data * weight, [None if g is None else g.data for g in grads]

@@ -58,7 +58,7 @@ def tinygpt_step(config, seed=0, shards=1, world=None, zero=0):
     world = world or World()
     if zero:
         optimizer = ShardedAdamW(optimizer, world)
-    x, y = (backend.asarray(a) for a in random_batch(config, seed))
+    x, y = random_batch(config, seed)  # host ids, sent to the device each step as training's are
     parallel, optimizer, params, sum_over = data_parallel(model, optimizer, world, shards)
     forward_backward = parallel or DataParallel(model, 1)
 
