@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -189,6 +190,36 @@ def test_a_stopped_rank_ends_the_job_at_the_step_timeout(tmp_path, corpus):
     ours = [line for line in result.stderr.splitlines() if not line.startswith("[mpiexec@")]
     assert result.returncode == 1 and len(ours) == 1, result.stderr
     assert "rank 0 waited 3 s (--step-timeout) for the other ranks" in ours[0]
+
+
+@needs_mpi
+@linux_only
+def test_the_first_ctrl_c_ends_a_job_stuck_on_a_stopped_rank(tmp_path, corpus):
+    """Rank 0 waits in MPI's C code, where Python runs no handler: its watchdog hears the signal
+    and, the wait going on far longer than the waits before it, ends the job long before the
+    step timeout."""
+    out = tmp_path / "out"
+    command = mpiexec_command(2, "train", *ENDLESS, "--batch-size", 6, "--step-timeout", 600)
+    job = subprocess.Popen(
+        [*command, "--data", corpus, "--out-dir", out],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**clean_env(), **pinned()},
+        cwd=REPO,
+    )
+    wait_for_checkpoint(job, out)
+    stopped = rank_pid(job, 1)
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        time.sleep(1)  # rank 0 is waiting for rank 1 by now
+        job.send_signal(signal.SIGINT)  # mpiexec hands it on: rank 1 is stopped, rank 0 in a collective
+        result = finished(job, timeout=90)
+    finally:
+        kill(stopped)
+    ours = [line for line in result.stderr.splitlines() if not line.startswith("[mpiexec@")]
+    assert result.returncode == 130 and len(ours) == 1, result.stderr
+    assert "SIGINT while rank 0 waited for the other ranks" in ours[0]
 
 
 @needs_mpi

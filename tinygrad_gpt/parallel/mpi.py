@@ -19,6 +19,7 @@ thread ends the job that way once one of its collectives has waited that long.
 
 import contextlib
 import os
+import select
 import signal
 import sys
 import threading
@@ -42,6 +43,10 @@ REPORT_GRACE_S = 2.0
 # How long a rank waits between printing its line and MPI_Abort: the line travels through Hydra's
 # proxy, and an abort that overtakes it loses it (seen once in a loaded CI run).
 DRAIN_S = 0.5
+# How often the watchdog looks at its wait; and how long a wait must have lasted, at the least, before a
+# Ctrl-C or SIGTERM that came during it ends the job from the watchdog (a healthy wait ends sooner).
+WATCH_S = 0.25
+SIGNALLED_WAIT_S = 5.0
 
 
 def launched_as():
@@ -139,33 +144,81 @@ _world = World()
 class _Watchdog:
     """A thread that ends the job (end_job, so MPI_Abort) when a wait armed by waiting() lasts
     past its deadline. mpi4py lets go of the GIL in a blocking call, so the thread runs while the
-    main one waits in MPI; MPI_Abort from it is allowed (mpi4py asks MPI for MPI_THREAD_MULTIPLE)."""
+    main one waits in MPI; MPI_Abort from it is allowed (mpi4py asks MPI for MPI_THREAD_MULTIPLE).
+
+    It also stands in for Ctrl-C and SIGTERM during such a wait: Python runs a signal's handler
+    only between bytecodes of the main thread, never inside MPI's C code, so a rank waiting on one
+    that has stopped would not hear of it until the deadline. The signal's number reaches this
+    thread through signal.set_wakeup_fd; if the wait goes on well past what the waits so far took
+    (a healthy one ends, and the handler then stops the run at the end of its step, checkpoint
+    saved), the job ends as the signal asked, with no checkpoint."""
 
     def __init__(self, rank):
-        self.rank, self._changed, self._armed = rank, threading.Condition(), None
+        self.rank, self._changed, self._armed, self._longest = rank, threading.Condition(), None, 0.0
+        self._signals = _wakeup_pipe()
         threading.Thread(target=self._watch, daemon=True, name="tinygpt-watchdog").start()
 
     @contextlib.contextmanager
     def waiting(self, timeout, what):
+        start = time.monotonic()
         with self._changed:
-            self._armed = (time.monotonic() + timeout, timeout, what)
-            self._changed.notify()
+            self._armed = (start + timeout, timeout, what, start)
         try:
             yield
         finally:
             with self._changed:
                 self._armed = None
+                self._longest = max(self._longest, time.monotonic() - start)
 
     def _watch(self):
-        with self._changed:
-            while self._armed is None or time.monotonic() < self._armed[0]:
-                self._changed.wait(None if self._armed is None else self._armed[0] - time.monotonic())
-            _, timeout, what = self._armed
-        end_job(
-            1,
-            f"tinygpt: error: rank {self.rank} waited {timeout:g} s (--step-timeout) for the other ranks in {what}: "
-            "a rank has stopped or hangs; ended the job (the last checkpoint is kept as it was)",
-        )
+        heard = None  # (the wait a signal came in, its number)
+        while True:
+            number = _next_signal(self._signals, WATCH_S)
+            with self._changed:
+                armed, longest = self._armed, self._longest
+            if armed is None or (heard is not None and heard[0] is not armed):
+                heard = None  # a wait that ended: the handler has the signal
+            elif number is not None and heard is None:
+                heard = (armed, number)
+            if armed is None:
+                continue
+            deadline, timeout, what, start = armed
+            now = time.monotonic()
+            if now >= deadline:
+                end_job(
+                    1,
+                    f"tinygpt: error: rank {self.rank} waited {timeout:g} s (--step-timeout) for the other ranks "
+                    f"in {what}: a rank has stopped or hangs; ended the job (the last checkpoint is kept as it was)",
+                )
+            if heard is not None and now - start > max(2 * longest, SIGNALLED_WAIT_S):
+                end_job(
+                    128 + heard[1],
+                    f"tinygpt: {signal.Signals(heard[1]).name} while rank {self.rank} waited for the other ranks in "
+                    f"{what} ({now - start:.0f} s): a rank has stopped or hangs; ended the job (the last checkpoint "
+                    "is kept as it was)",
+                )
+
+
+def _wakeup_pipe():
+    """The read end of a pipe that the signals Python handles write their numbers to (from the main
+    thread only, where set_wakeup_fd may be called; elsewhere None)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    return read
+
+
+def _next_signal(fd, seconds):
+    """The number of a signal written to `fd` within `seconds`, or None (and a sleep without one)."""
+    if fd is None:
+        time.sleep(seconds)
+        return None
+    if not select.select([fd], [], [], seconds)[0]:
+        return None
+    numbers = os.read(fd, 64)
+    return numbers[-1] if numbers else None
 
 
 def start():

@@ -30,6 +30,7 @@ from tinygrad_gpt.parallel.mpi import World
 from tinygrad_gpt.parallel.shards import DataParallel, default_shards, describe_shards
 from tinygrad_gpt.parallel.zero import ShardedAdamW
 from tinygrad_gpt.tools.flops import cpu_peak, gpu_peak, step_flops, total
+from tinygrad_gpt.train import STEP_TIMEOUT_S
 
 NEEDS_TORCH = "--vs-torch needs PyTorch, which is not importable here (pip install torch; never a dependency of ours)"
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "batch_size")  # what `shape` may replace
@@ -59,7 +60,7 @@ def tinygpt_step(config, seed=0, shards=1, world=None, zero=0):
     if zero:
         optimizer = ShardedAdamW(optimizer, world)
     x, y = random_batch(config, seed)  # host ids, sent to the device each step as training's are
-    parallel, optimizer, params, sum_over = data_parallel(model, optimizer, world, shards)
+    parallel, optimizer, params, sum_over = data_parallel(model, optimizer, world, shards, timeout=STEP_TIMEOUT_S)
     forward_backward = parallel or DataParallel(model, 1)
 
     def step():
@@ -136,6 +137,7 @@ def bench(preset, iters=10, warmup=2, vs_torch=False, profile=False, world=None,
     if iters < 1 or warmup < 0:
         raise UsageError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
     world = world or World()
+    world.timeout = world.timeout or STEP_TIMEOUT_S  # a rank that stops answering ends the job, as in training
     if world.distributed and (vs_torch or profile):
         raise UsageError("--vs-torch and --profile time one process: run them without mpiexec")
     try:
