@@ -167,11 +167,9 @@ def test_the_first_ctrl_c_ends_a_run_stuck_on_a_stopped_worker(tmp_path, corpus)
     assert_one_line_error(result, 130, f"interrupted while worker process {worker} had stalled")
 
 
-@needs_mpi
-@linux_only
-def test_a_stopped_rank_ends_the_job_at_the_step_timeout(tmp_path, corpus):
-    out = tmp_path / "out"
-    command = mpiexec_command(2, "train", *ENDLESS, "--batch-size", 6, "--step-timeout", 3)
+def started_job(out, corpus, *flags):
+    """`mpiexec -n 2 tinygpt train`, endless, into `out`, once it has written its first checkpoint."""
+    command = mpiexec_command(2, "train", *ENDLESS, "--batch-size", 6, *flags)
     job = subprocess.Popen(
         [*command, "--data", corpus, "--out-dir", out],
         stdout=subprocess.PIPE,
@@ -180,16 +178,32 @@ def test_a_stopped_rank_ends_the_job_at_the_step_timeout(tmp_path, corpus):
         env={**clean_env(), **pinned()},
         cwd=REPO,
     )
-    wait_for_checkpoint(job, out)
+    return wait_for_checkpoint(job, out)
+
+
+def ended_with_rank_1_stopped(job, then=lambda: None):
+    """The job's result once it ends, rank 1 stopped (SIGSTOP) and `then` done; its stderr lines
+    but mpiexec's own."""
     stopped = rank_pid(job, 1)
     os.kill(stopped, signal.SIGSTOP)
     try:
+        then()
         result = finished(job, timeout=90)
     finally:
         kill(stopped)
-    ours = [line for line in result.stderr.splitlines() if not line.startswith("[mpiexec@")]
-    assert result.returncode == 1 and len(ours) == 1, result.stderr
-    assert "rank 0 waited 3 s (--step-timeout) for the other ranks" in ours[0]
+    return result, ours(result)
+
+
+def ours(result):
+    return [line for line in result.stderr.splitlines() if not line.startswith("[mpiexec@")]
+
+
+@needs_mpi
+@linux_only
+def test_a_stopped_rank_ends_the_job_at_the_step_timeout(tmp_path, corpus):
+    result, lines = ended_with_rank_1_stopped(started_job(tmp_path / "out", corpus, "--step-timeout", 3))
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "rank 0 waited 3 s (--step-timeout) for the other ranks" in lines[0]
 
 
 @needs_mpi
@@ -198,47 +212,26 @@ def test_the_first_ctrl_c_ends_a_job_stuck_on_a_stopped_rank(tmp_path, corpus):
     """Rank 0 waits in MPI's C code, where Python runs no handler: its watchdog hears the signal
     and, the wait going on far longer than the waits before it, ends the job long before the
     step timeout."""
-    out = tmp_path / "out"
-    command = mpiexec_command(2, "train", *ENDLESS, "--batch-size", 6, "--step-timeout", 600)
-    job = subprocess.Popen(
-        [*command, "--data", corpus, "--out-dir", out],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**clean_env(), **pinned()},
-        cwd=REPO,
-    )
-    wait_for_checkpoint(job, out)
-    stopped = rank_pid(job, 1)
-    os.kill(stopped, signal.SIGSTOP)
-    try:
+    job = started_job(tmp_path / "out", corpus, "--step-timeout", 600)
+
+    def ctrl_c():
         time.sleep(1)  # rank 0 is waiting for rank 1 by now
         job.send_signal(signal.SIGINT)  # mpiexec hands it on: rank 1 is stopped, rank 0 in a collective
-        result = finished(job, timeout=90)
-    finally:
-        kill(stopped)
-    ours = [line for line in result.stderr.splitlines() if not line.startswith("[mpiexec@")]
-    assert result.returncode == 130 and len(ours) == 1, result.stderr
-    assert "SIGINT while rank 0 waited for the other ranks" in ours[0]
+
+    result, lines = ended_with_rank_1_stopped(job, then=ctrl_c)
+    assert result.returncode == 130 and len(lines) == 1, result.stderr
+    assert "SIGINT while rank 0 waited for the other ranks" in lines[0]
 
 
 @needs_mpi
 def test_sigterm_to_mpiexec_saves_once_and_ends_every_rank(tmp_path, corpus):
     out = tmp_path / "out"
-    job = subprocess.Popen(
-        [*mpiexec_command(2, "train", *ENDLESS, "--batch-size", 6), "--data", corpus, "--out-dir", out],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**clean_env(), **pinned()},
-        cwd=REPO,
-    )
-    wait_for_checkpoint(job, out)
+    job = started_job(out, corpus)
     job.send_signal(signal.SIGTERM)
     result = finished(job, timeout=90)
-    ours = [line for line in result.stderr.splitlines() if not line.startswith("[mpiexec@")]
-    assert result.returncode == 143 and len(ours) == 1, result.stderr
-    assert f"terminated at step {saved_step(out)};" in ours[0] and "mpiexec -n 2 tinygpt train" in ours[0]
+    lines = ours(result)
+    assert result.returncode == 143 and len(lines) == 1, result.stderr
+    assert f"terminated at step {saved_step(out)};" in lines[0] and "mpiexec -n 2 tinygpt train" in lines[0]
 
 
 @pytest.fixture
