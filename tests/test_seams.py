@@ -14,12 +14,13 @@ import time
 
 import pytest
 
-from test_distributed import clean_env, mpiexec_command, needs_mpi, pinned, rank_pid
+from test_distributed import needs_mpi, rank_pid, started_job
 from test_reliability import children
 from tiny_runs import REPO, TINY_FLAGS, assert_one_line_error, start_tinygpt, tinygpt, wait_for_checkpoint
 
 # a run that goes on until the test stops it
 ENDLESS = [*TINY_FLAGS, "--eval-interval", 5, "--max-iters", 1_000_000]
+FOR_EVER = ["--max-iters", 1_000_000]  # given after test_distributed.started_job's flags, it replaces their 300
 WORKER_PROCESSES = {"TINYGPT_CPU_THREADS": "2", "TINYGPT_CPU_WORKERS": "processes"}
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc, forks worker processes")
 
@@ -167,20 +168,6 @@ def test_the_first_ctrl_c_ends_a_run_stuck_on_a_stopped_worker(tmp_path, corpus)
     assert_one_line_error(result, 130, f"interrupted while worker process {worker} had stalled")
 
 
-def started_job(out, corpus, *flags):
-    """`mpiexec -n 2 tinygpt train`, endless, into `out`, once it has written its first checkpoint."""
-    command = mpiexec_command(2, "train", *ENDLESS, "--batch-size", 6, *flags)
-    job = subprocess.Popen(
-        [*command, "--data", corpus, "--out-dir", out],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**clean_env(), **pinned()},
-        cwd=REPO,
-    )
-    return wait_for_checkpoint(job, out)
-
-
 def ended_with_rank_1_stopped(job, then=lambda: None):
     """The job's result once it ends, rank 1 stopped (SIGSTOP) and `then` done; its stderr lines
     but mpiexec's own."""
@@ -201,7 +188,7 @@ def ours(result):
 @needs_mpi
 @linux_only
 def test_a_stopped_rank_ends_the_job_at_the_step_timeout(tmp_path, corpus):
-    result, lines = ended_with_rank_1_stopped(started_job(tmp_path / "out", corpus, "--step-timeout", 3))
+    result, lines = ended_with_rank_1_stopped(started_job(tmp_path / "out", corpus, *FOR_EVER, "--step-timeout", 3))
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert "rank 0 waited 3 s (--step-timeout) for the other ranks" in lines[0]
 
@@ -212,7 +199,7 @@ def test_the_first_ctrl_c_ends_a_job_stuck_on_a_stopped_rank(tmp_path, corpus):
     """Rank 0 waits in MPI's C code, where Python runs no handler: its watchdog hears the signal
     and, the wait going on far longer than the waits before it, ends the job long before the
     step timeout."""
-    job = started_job(tmp_path / "out", corpus, "--step-timeout", 600)
+    job = started_job(tmp_path / "out", corpus, *FOR_EVER, "--step-timeout", 600)
 
     def ctrl_c():
         time.sleep(1)  # rank 0 is waiting for rank 1 by now
@@ -226,7 +213,7 @@ def test_the_first_ctrl_c_ends_a_job_stuck_on_a_stopped_rank(tmp_path, corpus):
 @needs_mpi
 def test_sigterm_to_mpiexec_saves_once_and_ends_every_rank(tmp_path, corpus):
     out = tmp_path / "out"
-    job = started_job(out, corpus)
+    job = started_job(out, corpus, *FOR_EVER)
     job.send_signal(signal.SIGTERM)
     result = finished(job, timeout=90)
     lines = ours(result)
