@@ -38,3 +38,15 @@ def assert_close(got, want, rtol, floor=0.0):
     assert not np.isnan(got).any(), f"{np.isnan(got).sum()} NaN of {got.size}"
     err, scale = np.linalg.norm(got - want), max(np.linalg.norm(want), float(floor))
     assert err <= rtol * scale, f"error {err:.3g}, {err / max(scale, 1e-300):.3g} relative"
+
+
+def cupy_module():
+    """CuPy as the cupy backend loads it (the stand-in of tests/fake_cupy where no GPU is usable),
+    or None where it cannot be used."""
+    try:
+        engine.set_backend("cupy")
+        return engine.backend.get_xp()
+    except engine.BackendError:
+        return None
+    finally:
+        engine.set_backend("numpy")

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from helpers import cupy_module
 from tiny_runs import TINY_FLAGS, assert_one_line_error, tinygpt
-from tinygrad_gpt import engine
 from tinygrad_gpt.errors import TinyGPTError
 from tinygrad_gpt.hf.gpt2 import resolve
 
@@ -146,18 +146,10 @@ def test_init_from_a_hub_name_offline_is_one_line(tmp_path):
     assert_one_line_error(result, 1, "no such folder, nor a Hugging Face Hub model name")
 
 
-def gpu_usable():
-    """Whether a real GPU is (the CuPy stand-in of tests/fake_cupy counts as none)."""
-    try:
-        engine.set_backend("cupy")
-        return not getattr(engine.backend.get_xp(), "IS_STAND_IN", False)
-    except engine.BackendError:
-        return False
-    finally:
-        engine.set_backend("numpy")
-
-
-@pytest.mark.skipif(gpu_usable(), reason="CuPy and a GPU are usable here")
+@pytest.mark.skipif(
+    cupy_module() is not None and not getattr(cupy_module(), "IS_STAND_IN", False),
+    reason="CuPy and a GPU are usable here",
+)
 def test_unavailable_backend_is_a_runtime_error():
     # where the stand-in serves, it is told to show no GPU
     result = tinygpt("bench", "--preset", "tiny", "--backend", "cupy", env={"FAKE_CUPY_DEVICES": "0"})
