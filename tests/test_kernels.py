@@ -403,6 +403,31 @@ def test_cpu_kernels_take_arrays_in_any_memory_order(dtype):
         assert_close(cpu_param, plain_param, RTOL[dtype])
 
 
+@pytest.mark.skipif(not cpu.AVAILABLE, reason=str(cpu.MISSING))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_adamw_in_threads_matches_plain_and_one_thread_bit_for_bit(monkeypatch, dtype):
+    """Large parameters are cut into one run per thread: the same numbers as plain, and the same
+    bits as one thread's loop (the cut is made small and into 3 uneven runs here)."""
+    from tinygrad_gpt.kernels.cpu import adamw as cpu_adamw
+
+    def story(rung, threads):
+        monkeypatch.setattr(cpu_adamw, "THREADED_MIN", 20)
+        monkeypatch.setattr(cpu_adamw, "_threads", lambda: threads)
+        params = [normal(7, 11, seed=1, dtype=dtype), normal(5, seed=2, dtype=dtype), normal(31, seed=3, dtype=dtype)]
+        moments = [[np.zeros_like(p) for p in params] for _ in range(2)]
+        for step in (1, 2, 3):
+            grads = [normal(*p.shape, seed=10 * step + i, dtype=dtype) for i, p in enumerate(params)]
+            rung.adamw_update_multi(
+                params, grads, *moments, lr=0.1, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, step=step
+            )
+        return [*params, *moments[0], *moments[1]]
+
+    threaded, one_thread, plain = story(CPU, 3), story(CPU, 1), story(PLAIN, 1)
+    for got, same, want in zip(threaded, one_thread, plain, strict=True):
+        np.testing.assert_array_equal(got, same)
+        assert_close(got, want, RTOL[dtype])
+
+
 # --- 3. what the fast kernels promise, and numerical safety -------------------------------------
 
 
