@@ -3,13 +3,13 @@ estimates and parameter are read once and written once, where the fast NumPy ker
 passes. The bias corrections fold into two scalars, as in adamw_update_fast:
 m_hat / (sqrt(v_hat) + eps) = (sqrt(1 - b2^t) / (1 - b1^t)) m / (sqrt(v) + eps sqrt(1 - b2^t))."""
 
-import functools
 import math
 import threading
 
 import numpy
 
 from tinygrad_gpt.kernels.adamw import adamw_update_fast
+from tinygrad_gpt.kernels.blas import blas_threadpools
 from tinygrad_gpt.kernels.cpu.compiler import compiled, flat
 
 
@@ -75,17 +75,5 @@ def _update_in_threads(large, threads):
 def _threads():
     """As many threads as BLAS may use in this process now: the cores it was given (data-parallel
     worker processes and MPI ranks hold BLAS to their share of them), 1 where that is unknown."""
-    blas = _blas()
-    counts = [lib.num_threads for lib in blas.lib_controllers] if blas is not None else []
-    return max(1, min(counts)) if counts else 1
-
-
-@functools.cache
-def _blas():
-    """threadpoolctl's controllers of the loaded BLAS (found once: it scans the loaded libraries),
-    or None without threadpoolctl."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
-    return ThreadpoolController().select(user_api="blas")
+    blas = blas_threadpools()
+    return max(1, min(lib.num_threads for lib in blas.lib_controllers)) if blas is not None else 1

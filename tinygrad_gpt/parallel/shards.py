@@ -13,7 +13,6 @@ single-thread step. Only the numpy backend shards: a GPU runs one stream.
 """
 
 import contextvars
-import functools
 import itertools
 import os
 import queue
@@ -24,6 +23,7 @@ from tinygrad_gpt import engine
 from tinygrad_gpt.engine import Tensor, backend
 from tinygrad_gpt.engine.trace import is_tracing
 from tinygrad_gpt.errors import UsageError
+from tinygrad_gpt.kernels.blas import blas_threadpools
 from tinygrad_gpt.parallel.processes import ShardProcesses
 
 # In threads, Python's part of a shard's step holds the GIL, so past a few shards it would
@@ -38,7 +38,7 @@ def default_shards(batch_size, processes=1):
     """TINYGPT_CPU_THREADS, else this process's share of the cores (`processes` of them, MPI ranks,
     share the machine) up to MAX_DEFAULT_SHARDS; at most one shard per sequence, and 1 off the numpy
     backend, while tracing, or where BLAS's threads cannot be limited."""
-    if backend.name() != "numpy" or is_tracing() or _blas_limiter() is None:
+    if backend.name() != "numpy" or is_tracing() or blas_threadpools() is None:
         return 1
     wanted = os.environ.get("TINYGPT_CPU_THREADS")
     if wanted is not None:
@@ -53,25 +53,13 @@ def default_shards(batch_size, processes=1):
 def share_cores(processes):
     """Hold BLAS, for good, to this process's share of the cores when `processes` processes (MPI
     ranks) share the machine: else each would start a thread per core, and OpenBLAS's threads spin."""
-    if processes > 1 and _blas_limiter() is not None:
-        _blas_limiter().limit(limits=_cores(processes), user_api="blas")  # lasts: not used as a context
+    if processes > 1 and blas_threadpools() is not None:
+        blas_threadpools().limit(limits=_cores(processes), user_api="blas")  # lasts: not used as a context
 
 
 def _cores(processes):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // processes)
-
-
-@functools.cache
-def _blas_limiter():
-    """threadpoolctl's controller when it sees a BLAS it can limit, else None (found once: it
-    scans the loaded libraries)."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
-    controller = ThreadpoolController()
-    return controller if controller.select(user_api="blas") else None
 
 
 def default_workers():
@@ -108,7 +96,7 @@ class DataParallel:
     def __init__(self, model, shards, workers=None, optimizer=None, timeout=None):
         self.model, self.shards = model, shards
         self.params = model.parameters()
-        self.blas = _blas_limiter() if shards > 1 else None
+        self.blas = blas_threadpools() if shards > 1 else None
         self.workers = workers or default_workers()
         if self.workers not in WORKERS:
             raise ValueError(f"workers must be one of {WORKERS}, got {self.workers!r}")

@@ -19,6 +19,7 @@ docs/speed.md says where this estimate falls short.
 import os
 import re
 
+from tinygrad_gpt.config import GPTConfig
 from tinygrad_gpt.engine import backend
 
 # per element, forward and backward: what each op's plain kernel does, rounded
@@ -55,7 +56,7 @@ def step_flops(config, batch_size, vocab_size):
     for op, count in elements.items():
         add(op, PER_ELEMENT[op][0] * count, PER_ELEMENT[op][1] * count)
     add("Embedding", N * C, 2 * N * C)  # wte's and wpe's rows added; their gradients scattered back
-    parameters = V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C
+    parameters = GPTConfig(V, T, L, H, C).parameter_count()
     add("(optimizer)", ADAMW_PER_PARAMETER * parameters, 0)
     return flops
 
