@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from tinygrad_gpt.kernels import (
     adamw,
     attention,
+    clipping,
     cpu,
     cross_entropy,
     cuda,
@@ -59,6 +60,7 @@ class Rung:
     attention_forward: Callable
     attention_backward: Callable
     adamw_update_multi: Callable
+    scale_multi: Callable
 
 
 PLAIN = Rung(
@@ -85,6 +87,7 @@ PLAIN = Rung(
     attention_forward=attention.attention_forward,
     attention_backward=attention.attention_backward,
     adamw_update_multi=adamw.adamw_update_multi,
+    scale_multi=clipping.scale_multi,
 )
 
 FAST = replace(
@@ -112,7 +115,10 @@ CPU = replace(
     gelu_backward=cpu.gelu_backward,
     attention_forward=cpu.attention_forward,
     attention_backward=cpu.attention_backward,
+    cross_entropy_forward=cpu.cross_entropy_forward,
+    cross_entropy_backward=cpu.cross_entropy_backward,
     adamw_update_multi=cpu.adamw_update_multi,
+    scale_multi=cpu.scale_multi,
 )
 
 CUDA = replace(

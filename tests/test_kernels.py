@@ -247,8 +247,8 @@ def _cross_entropy_story(k, dtype, shape):
     logits = normal(*shape, seed=1, scale=3.0, dtype=dtype)
     targets = on_backend(np.random.default_rng(2).integers(0, shape[-1], shape[0]))
     dout = on_backend(np.asarray(0.7, dtype=dtype))
-    loss, lse = k.cross_entropy_forward(logits, targets)
-    return [loss, lse, k.cross_entropy_backward(dout, logits, targets, lse)], (logits, targets, dout)
+    loss, saved = k.cross_entropy_forward(logits, targets)  # what it saves is the rung's own
+    return [loss, k.cross_entropy_backward(dout, logits, targets, saved)], (logits, targets, dout)
 
 
 def _embedding_story(k, dtype, shape):
@@ -280,6 +280,15 @@ def _adamw_story(k, dtype, shape):
     return [*params, *moments[0], *moments[1]], ()
 
 
+def _clipping_story(k, dtype, shape):
+    """A matrix and a transposed one (a view: not C-contiguous) scaled by a 0-d factor below 1,
+    then by one of exactly 1 (which changes nothing)."""
+    arrays = [normal(*shape, seed=1, dtype=dtype), normal(*shape[::-1], seed=2, dtype=dtype).T]
+    for factor in (0.375, 1.0):
+        k.scale_multi(arrays, on_backend(np.asarray(factor, dtype=dtype)))
+    return arrays, ()
+
+
 def _cases():
     sizes = [(1, 1), (3, 7), (2, 5, 13), (17, 65)]
     yield "adamw", _adamw_story, (129, 257), {}  # more than one of the fast one's blocks
@@ -290,6 +299,7 @@ def _cases():
         yield "gelu", _gelu_story, shape, {}
         yield "embedding", _embedding_story, shape, {}
         yield "adamw", _adamw_story, shape, {}
+        yield "clipping", _clipping_story, shape, {}
     yield "layernorm without affine", _layernorm_story, (3, 7), {"affine": False}
     yield "linear", _linear_story, (2, 5, 13), {"transposed": True}
     for shape in [(1, 1), (3, 7), (17, 65)]:
@@ -334,6 +344,8 @@ def test_every_faster_kernel_has_a_story(faster):
     covered = {"linear_backward", "layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward"}
     covered |= {"cross_entropy_forward", "cross_entropy_backward", "embedding_backward", "adamw_update_multi"}
     covered |= {"attention_forward", "attention_backward"}
+    if faster is CPU:
+        covered |= {"scale_multi"}
     assert differ == covered
 
 
@@ -412,7 +424,7 @@ def test_cpu_adamw_in_threads_matches_plain_and_one_thread_bit_for_bit(monkeypat
 
     def story(rung, threads):
         monkeypatch.setattr(cpu_adamw, "THREADED_MIN", 20)
-        monkeypatch.setattr(cpu_adamw, "_threads", lambda: threads)
+        monkeypatch.setattr(cpu_adamw, "threads_allowed", lambda: threads)
         params = [normal(7, 11, seed=1, dtype=dtype), normal(5, seed=2, dtype=dtype), normal(31, seed=3, dtype=dtype)]
         moments = [[np.zeros_like(p) for p in params] for _ in range(2)]
         for step in (1, 2, 3):
@@ -426,6 +438,25 @@ def test_cpu_adamw_in_threads_matches_plain_and_one_thread_bit_for_bit(monkeypat
     for got, same, want in zip(threaded, one_thread, plain, strict=True):
         np.testing.assert_array_equal(got, same)
         assert_close(got, want, RTOL[dtype])
+
+
+@pytest.mark.skipif(not cpu.AVAILABLE, reason=str(cpu.MISSING))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_clipping_in_threads_matches_plain_bit_for_bit(monkeypatch, dtype):
+    """Large arrays are cut over threads (made small here, into 3 uneven runs): the same bits as
+    plain's NumPy multiplication."""
+    from tinygrad_gpt.kernels.cpu import clipping as cpu_clipping
+
+    monkeypatch.setattr(cpu_clipping, "THREADED_MIN", 20)
+    monkeypatch.setattr(cpu_clipping, "threads_allowed", lambda: 3)
+
+    def story(rung):
+        arrays = [normal(7, 11, seed=1, dtype=dtype), normal(5, seed=2, dtype=dtype), normal(31, seed=3, dtype=dtype)]
+        rung.scale_multi(arrays, np.asarray(0.3, dtype=dtype))
+        return arrays
+
+    for got, want in zip(story(CPU), story(PLAIN), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 # --- 3. what the fast kernels promise, and numerical safety -------------------------------------
@@ -484,8 +515,7 @@ def test_huge_logits_stay_finite(backend, rung, dtype):
     log_probs = host(kernels.log_softmax_forward(logits))
     np.testing.assert_allclose(log_probs, [[0, -1e4, -2e4], [-math.log(3)] * 3], rtol=1e-6)
     targets = xp.asarray([2, 0])
-    loss, lse = kernels.cross_entropy_forward(logits, targets)
-    assert np.isfinite(host(lse)).all()
+    loss, saved = kernels.cross_entropy_forward(logits, targets)
     assert float(loss) == pytest.approx((2e4 + math.log(3)) / 2, rel=1e-6)  # a finite 2e4, never inf
-    dlogits = kernels.cross_entropy_backward(xp.asarray(1.0, dtype=dtype), logits, targets, lse)
+    dlogits = kernels.cross_entropy_backward(xp.asarray(1.0, dtype=dtype), logits, targets, saved)
     assert np.isfinite(host(dlogits)).all()

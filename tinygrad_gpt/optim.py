@@ -95,7 +95,7 @@ def clip_grad_norm_(parameters, max_norm, sum_over=None):
     parameters = list(parameters)
     total_norm = grad_norm(parameters, sum_over)
     scale = xp_of(total_norm).minimum(1.0, max_norm / (total_norm + 1e-6))
-    for p in parameters:
-        if p.grad is not None:
-            p.grad *= scale
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if grads:
+        kernels_for(grads[0]).scale_multi(grads, scale)
     return total_norm

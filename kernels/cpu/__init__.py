@@ -12,7 +12,9 @@ what happens without Numba: AVAILABLE is then False and engine.dispatch runs the
 
 from tinygrad_gpt.kernels.cpu.adamw import adamw_update_multi
 from tinygrad_gpt.kernels.cpu.attention import attention_backward, attention_forward
+from tinygrad_gpt.kernels.cpu.clipping import scale_multi
 from tinygrad_gpt.kernels.cpu.compiler import AVAILABLE, MISSING, target
+from tinygrad_gpt.kernels.cpu.cross_entropy import cross_entropy_backward, cross_entropy_forward
 from tinygrad_gpt.kernels.cpu.gelu import gelu_backward, gelu_forward
 from tinygrad_gpt.kernels.cpu.layernorm import layernorm_backward, layernorm_forward
 
@@ -22,9 +24,12 @@ __all__ = [
     "adamw_update_multi",
     "attention_backward",
     "attention_forward",
+    "cross_entropy_backward",
+    "cross_entropy_forward",
     "gelu_backward",
     "gelu_forward",
     "layernorm_backward",
     "layernorm_forward",
+    "scale_multi",
     "target",
 ]

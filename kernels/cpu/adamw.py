@@ -4,13 +4,12 @@ passes. The bias corrections fold into two scalars, as in adamw_update_fast:
 m_hat / (sqrt(v_hat) + eps) = (sqrt(1 - b2^t) / (1 - b1^t)) m / (sqrt(v) + eps sqrt(1 - b2^t))."""
 
 import math
-import threading
 
 import numpy
 
 from tinygrad_gpt.kernels.adamw import adamw_update_fast
-from tinygrad_gpt.kernels.blas import blas_threadpools
 from tinygrad_gpt.kernels.cpu.compiler import compiled, flat
+from tinygrad_gpt.kernels.cpu.threads import THREADED_MIN, cut, run_in_threads, threads_allowed
 
 
 @compiled
@@ -24,21 +23,15 @@ def _update(param, grad, exp_avg, exp_avg_sq, beta1, beta2, decay, step_size, ep
         param[i] = param[i] * decay - step_size * m / (numpy.sqrt(v) + eps_hat)
 
 
-# A parameter of at least this many elements is updated by several threads at once: the loop is
-# limited by memory, and one core does not draw all of it. Smaller ones stay on this thread, where
-# starting a thread would cost more than it saves (every parameter of the cpu preset is smaller).
-THREADED_MIN = 1 << 18
-
-
 def adamw_update_multi(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay, step):
     """Updates each param, exp_avg and exp_avg_sq in place; an array the loop cannot update through
-    a flat view (not C-contiguous) goes to the fast kernel. Large parameters are cut into one
-    contiguous run per thread (_threads()); each element's update is the same loop either way, so
-    the bits do not depend on the cut."""
+    a flat view (not C-contiguous) goes to the fast kernel. Large parameters (THREADED_MIN) are cut
+    into one contiguous run per thread (threads_allowed()); each element's update is the same loop
+    either way, so the bits do not depend on the cut."""
     bias1, bias2 = 1.0 - beta1**step, 1.0 - beta2**step
     scalars = (beta1, beta2, 1.0 - lr * weight_decay, lr * math.sqrt(bias2) / bias1, eps * math.sqrt(bias2))
     hyper = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay, "step": step}
-    threads = _threads()
+    threads = threads_allowed()
     large = []
     for param, grad, exp_avg, exp_avg_sq in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
         if not all(a.flags.c_contiguous for a in (param, exp_avg, exp_avg_sq)):
@@ -54,26 +47,12 @@ def adamw_update_multi(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2
 
 
 def _update_in_threads(large, threads):
-    """_update on each of `large` (its flat arrays and scalars), thread k taking the k-th of
-    `threads` runs of every array; this thread takes the first runs."""
+    """_update on each of `large` (its flat arrays and scalars), thread k taking the k-th run of
+    every array."""
 
     def runs(k):
         for param, grad, exp_avg, exp_avg_sq, *scalars in large:
-            cut = slice(param.size * k // threads, param.size * (k + 1) // threads)
-            _update(param[cut], grad[cut], exp_avg[cut], exp_avg_sq[cut], *scalars)
+            run = cut(param.size, k, threads)
+            _update(param[run], grad[run], exp_avg[run], exp_avg_sq[run], *scalars)
 
-    others = [threading.Thread(target=runs, args=(k,)) for k in range(1, threads)]  # _update releases the GIL
-    for t in others:
-        t.start()
-    try:
-        runs(0)
-    finally:
-        for t in others:
-            t.join()
-
-
-def _threads():
-    """As many threads as BLAS may use in this process now: the cores it was given (data-parallel
-    worker processes and MPI ranks hold BLAS to their share of them), 1 where that is unknown."""
-    blas = blas_threadpools()
-    return max(1, min(lib.num_threads for lib in blas.lib_controllers)) if blas is not None else 1
+    run_in_threads(runs, threads)
