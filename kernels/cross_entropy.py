@@ -36,10 +36,10 @@ def cross_entropy_backward(dout, logits, targets, lse, ignore_index=-100):
     probs = xp.exp(logits - lse)
     one_hot = xp.zeros_like(logits)
     one_hot[xp.arange(logits.shape[0]), xp.where(kept, targets, 0)] = 1.0
-    return xp.where(kept[:, None], (probs - one_hot) * _scale(dout, kept, logits.dtype), 0)
+    return xp.where(kept[:, None], (probs - one_hot) * kept_scale(dout, kept, logits.dtype), 0)
 
 
-def _scale(dout, kept, dtype):
+def kept_scale(dout, kept, dtype):
     """dout / K in the logits' dtype: the float64 quotient rounded once more is the quotient of
     the same division done in float32 (a correctly rounded division survives the double rounding).
     With no row kept the scale multiplies nothing that is kept: 1 stands in for K = 0."""
@@ -68,6 +68,6 @@ def cross_entropy_backward_fast(dout, logits, targets, lse, ignore_index=-100):
     kept = targets != ignore_index
     dlogits = xp.exp(logits - lse)
     dlogits[xp.arange(logits.shape[0]), xp.where(kept, targets, 0)] -= 1.0
-    dlogits *= _scale(dout, kept, dlogits.dtype)
+    dlogits *= kept_scale(dout, kept, dlogits.dtype)
     dlogits[~kept] = 0.0
     return dlogits

@@ -7,7 +7,7 @@ held from the forward to the backward, as PyTorch's log_softmax holds its output
 
 import numpy
 
-from tinygrad_gpt.kernels.cross_entropy import _scale, mean_over_kept
+from tinygrad_gpt.kernels.cross_entropy import kept_scale, mean_over_kept
 from tinygrad_gpt.kernels.reductions import row_sum
 
 
@@ -26,7 +26,7 @@ def cross_entropy_backward(dout, logits, targets, saved, ignore_index=-100):
     pass over (N, C) makes p times the scale; the one-hot is subtracted at the targets only."""
     e, sums = saved
     kept = targets != ignore_index
-    scale = _scale(dout, kept, e.dtype)
+    scale = kept_scale(dout, kept, e.dtype)
     dlogits = e * (scale / sums)
     dlogits[numpy.arange(e.shape[0]), numpy.where(kept, targets, 0)] -= scale
     dlogits[~kept] = 0.0
