@@ -17,6 +17,14 @@ def cross_entropy_forward(logits, targets, ignore_index=-100):
     return loss, lse
 
 
+def mean_loss(logits, targets, lse, ignore_index):
+    """The loss from the log-sum-exp lse (N, 1): lse_n - x_{n,t_n} averaged over the kept rows."""
+    xp = xp_of(logits)
+    kept = targets != ignore_index
+    picked = logits[xp.arange(logits.shape[0]), xp.where(kept, targets, 0)]
+    return mean_over_kept(lse[:, 0] - picked, kept)
+
+
 def mean_over_kept(row_loss, kept):
     """The mean of row_loss over the rows where kept is true, in row_loss's dtype. With every row
     kept it is row_loss.mean() bit for bit: the same sum divided by the same count (NumPy's mean
@@ -55,9 +63,7 @@ def cross_entropy_forward_fast(logits, targets, ignore_index=-100):
     xp = xp_of(logits)
     m = logits.max(axis=-1, keepdims=True)
     lse = m + xp.log(row_sum(xp.exp(logits - m)))
-    kept = targets != ignore_index
-    loss = mean_over_kept(lse[:, 0] - logits[xp.arange(logits.shape[0]), xp.where(kept, targets, 0)], kept)
-    return loss, lse
+    return mean_loss(logits, targets, lse, ignore_index), lse
 
 
 def cross_entropy_backward_fast(dout, logits, targets, lse, ignore_index=-100):

@@ -7,7 +7,7 @@ held from the forward to the backward, as PyTorch's log_softmax holds its output
 
 import numpy
 
-from tinygrad_gpt.kernels.cross_entropy import kept_scale, mean_over_kept
+from tinygrad_gpt.kernels.cross_entropy import kept_scale, mean_loss
 from tinygrad_gpt.kernels.reductions import row_sum
 
 
@@ -15,10 +15,7 @@ def cross_entropy_forward(logits, targets, ignore_index=-100):
     maxes = logits.max(axis=-1, keepdims=True)  # subtracted inside the log: large logits stay finite
     e = numpy.exp(logits - maxes)  # not in place: NumPy's exp into its own input ran slower here
     sums = row_sum(e)
-    lse = maxes + numpy.log(sums)
-    kept = targets != ignore_index
-    picked = logits[numpy.arange(logits.shape[0]), numpy.where(kept, targets, 0)]
-    return mean_over_kept(lse[:, 0] - picked, kept), (e, sums)
+    return mean_loss(logits, targets, maxes + numpy.log(sums), ignore_index), (e, sums)
 
 
 def cross_entropy_backward(dout, logits, targets, saved, ignore_index=-100):
