@@ -9,7 +9,7 @@ import numpy
 
 from tinygrad_gpt.kernels.adamw import adamw_update_fast
 from tinygrad_gpt.kernels.cpu.compiler import compiled, flat
-from tinygrad_gpt.kernels.cpu.threads import THREADED_MIN, cut, run_in_threads, threads_allowed
+from tinygrad_gpt.kernels.cpu.threads import THREADED_MIN, run_cut, threads_allowed
 
 
 @compiled
@@ -37,22 +37,10 @@ def adamw_update_multi(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2
         if not all(a.flags.c_contiguous for a in (param, exp_avg, exp_avg_sq)):
             adamw_update_fast(param, grad, exp_avg, exp_avg_sq, **hyper)
             continue
-        arrays = (*map(flat, (param, grad, exp_avg, exp_avg_sq)), *map(param.dtype.type, scalars))
+        arrays, typed = tuple(map(flat, (param, grad, exp_avg, exp_avg_sq))), tuple(map(param.dtype.type, scalars))
         if threads > 1 and param.size >= THREADED_MIN:
-            large.append(arrays)
+            large.append((arrays, typed))
         else:
-            _update(*arrays)
+            _update(*arrays, *typed)
     if large:
-        _update_in_threads(large, threads)
-
-
-def _update_in_threads(large, threads):
-    """_update on each of `large` (its flat arrays and scalars), thread k taking the k-th run of
-    every array."""
-
-    def runs(k):
-        for param, grad, exp_avg, exp_avg_sq, *scalars in large:
-            run = cut(param.size, k, threads)
-            _update(param[run], grad[run], exp_avg[run], exp_avg_sq[run], *scalars)
-
-    run_in_threads(runs, threads)
+        run_cut(_update, large, threads)

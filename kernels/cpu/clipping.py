@@ -3,7 +3,7 @@
 does not draw all of. The same multiplication of each number, so the same bits as NumPy's."""
 
 from tinygrad_gpt.kernels.cpu.compiler import compiled, flat
-from tinygrad_gpt.kernels.cpu.threads import THREADED_MIN, cut, run_in_threads, threads_allowed
+from tinygrad_gpt.kernels.cpu.threads import THREADED_MIN, run_cut, threads_allowed
 
 
 @compiled
@@ -22,13 +22,8 @@ def scale_multi(arrays, scale):
     large = []
     for a in arrays:
         if threads > 1 and a.size >= THREADED_MIN and a.flags.c_contiguous:
-            large.append(flat(a))
+            large.append(((flat(a),), (a.dtype.type(scale),)))
         else:
             a *= scale
-
-    def runs(k):
-        for a in large:
-            _scale(a[cut(a.size, k, threads)], a.dtype.type(scale))
-
     if large:
-        run_in_threads(runs, threads)
+        run_cut(_scale, large, threads)

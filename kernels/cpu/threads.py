@@ -18,14 +18,22 @@ def threads_allowed():
     return max(1, min(lib.num_threads for lib in blas.lib_controllers)) if blas is not None else 1
 
 
-def run_in_threads(work, threads):
-    """work(k) for k in range(threads), each on its own thread, k = 0 on this one; returns when
-    all are done, raising the first error."""
+def run_cut(kernel, calls, threads):
+    """kernel(*arrays, *scalars) for each (arrays, scalars) of `calls`, its arrays flat and of one
+    size, cut into `threads` contiguous runs: thread k calls kernel on the k-th run of each array
+    (k = 0 on this thread). Returns when all are done, raising the first error."""
+
+    def runs(k):
+        for arrays, scalars in calls:
+            size = arrays[0].size
+            run = slice(size * k // threads, size * (k + 1) // threads)
+            kernel(*(a[run] for a in arrays), *scalars)
+
     errors = []
 
     def guarded(k):
         try:
-            work(k)
+            runs(k)
         except BaseException as error:  # handed to the caller below
             errors.append(error)
 
@@ -33,14 +41,9 @@ def run_in_threads(work, threads):
     for t in others:
         t.start()
     try:
-        work(0)
+        runs(0)
     finally:
         for t in others:
             t.join()
     if errors:
         raise errors[0]
-
-
-def cut(size, k, threads):
-    """The k-th of `threads` contiguous runs of range(size), as a slice."""
-    return slice(size * k // threads, size * (k + 1) // threads)
