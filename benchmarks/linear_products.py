@@ -26,12 +26,6 @@ import time
 import numpy as np
 
 
-def linear_shapes(n_layer, n_embd, vocab_size):
-    """(in, out) of every Linear: per layer qkv, attention's projection, the MLP's two; the output layer."""
-    c = n_embd
-    return [(c, 3 * c), (c, c), (c, 4 * c), (4 * c, c)] * n_layer + [(c, vocab_size)]
-
-
 def step_times(side, shapes, tokens, threads, steps):
     """Seconds of each of `steps` steps of the products (after one warm-up), on numpy or torch."""
     if side == "numpy":
@@ -67,11 +61,11 @@ def step_times(side, shapes, tokens, threads, steps):
     return times
 
 
-def run_alone(args, side, tokens, threads):
+def run_alone(args, shapes, side, tokens, threads):
     """A fresh process timing one side; its step times."""
     command = [sys.executable, __file__, "--alone", side, "--tokens", str(tokens), "--threads", str(threads)]
-    command += ["--n-layer", str(args.n_layer), "--n-embd", str(args.n_embd), "--vocab-size", str(args.vocab_size)]
-    return subprocess.Popen([*command, "--steps", str(args.steps)], stdout=subprocess.PIPE, text=True)
+    command += ["--shapes", json.dumps(shapes), "--steps", str(args.steps)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
 
 def finish(process):
@@ -93,11 +87,14 @@ def main():
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--alone", choices=["numpy", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--shapes", type=json.loads, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    shapes = linear_shapes(args.n_layer, args.n_embd, args.vocab_size)
-    if args.alone:
-        print(json.dumps(step_times(args.alone, shapes, args.tokens, args.threads, args.steps)))
+    if args.alone:  # a timing process imports only its side's library, not ours
+        print(json.dumps(step_times(args.alone, args.shapes, args.tokens, args.threads, args.steps)))
         return
+    from tinygrad_gpt.tools.flops import linear_shapes
+
+    shapes = [*linear_shapes(args.n_layer, args.n_embd), (args.n_embd, args.vocab_size)]  # and the head
     try:
         import torch  # noqa: F401  (only checked here: each side imports its own in its process)
     except ImportError:
@@ -105,9 +102,9 @@ def main():
     ours, theirs = [], []
     for _ in range(args.rounds):
         share = [args.tokens * (s + 1) // args.shards - args.tokens * s // args.shards for s in range(args.shards)]
-        processes = [run_alone(args, "numpy", tokens, 1) for tokens in share]
+        processes = [run_alone(args, shapes, "numpy", tokens, 1) for tokens in share]
         ours.append(max(statistics.median(finish(p)) for p in processes))  # a step waits for its slowest shard
-        theirs.append(statistics.median(finish(run_alone(args, "torch", args.tokens, args.shards))))
+        theirs.append(statistics.median(finish(run_alone(args, shapes, "torch", args.tokens, args.shards))))
     flops = sum(3 * 2 * args.tokens * i * o for i, o in shapes)
     result = {
         "shapes": f"{args.n_layer} layers x {args.n_embd}, vocab {args.vocab_size}, {args.tokens} tokens",

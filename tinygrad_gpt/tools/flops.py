@@ -46,7 +46,7 @@ def step_flops(config, batch_size, vocab_size):
         counted["forward"] += forward
         counted["backward"] += backward
 
-    for fan_in, fan_out in [(C, 3 * C), (C, C), (C, 4 * C), (4 * C, C)] * L:  # attention's, the MLP's
+    for fan_in, fan_out in linear_shapes(L, C):
         add("Linear", 2 * N * fan_in * fan_out + N * fan_out, 4 * N * fan_in * fan_out + N * fan_out)
     add("Linear", 2 * N * C * V, 4 * N * C * V)  # the head, tied to wte, without a bias
     scores = batch_size * H * T * T
@@ -59,6 +59,14 @@ def step_flops(config, batch_size, vocab_size):
     parameters = GPTConfig(V, T, L, H, C).parameter_count()
     add("(optimizer)", ADAMW_PER_PARAMETER * parameters, 0)
     return flops
+
+
+def linear_shapes(n_layer, n_embd):
+    """(fan_in, fan_out) of each Linear of the GPT's blocks, each with a bias: per layer attention's
+    qkv and output projection, then the MLP's two. (The head is wte's transpose, (n_embd, vocab),
+    without a bias.)"""
+    c = n_embd
+    return [(c, 3 * c), (c, c), (c, 4 * c), (4 * c, c)] * n_layer
 
 
 def total(flops):
