@@ -1,4 +1,6 @@
-"""Crash-safe file replacement, shared by the data cache and the checkpoints."""
+"""Files a run writes and reads safely: crash-safe replacement (atomic_write) and what a killed one
+left behind, the out-dir's one-writer lock, and the checks on a path before it is read (a file,
+not a FIFO or a device; and for a file small by nature, not a huge one)."""
 
 import contextlib
 import fcntl
@@ -76,6 +78,21 @@ def check_regular_file(path, error=TinyGPTError):
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
         raise error(f"{path}: {kind}, not a regular file")
+
+
+MAX_JSON_BYTES = 64 * 1024 * 1024  # tokenizer.json, config.json, a shard index: GPT-2's are a few MB
+
+
+def read_small(path, error):
+    """The bytes of a file that is small by nature (a tokenizer, a config, an index): one larger
+    than MAX_JSON_BYTES, or no regular file (a folder, or a device or FIFO, which never ends), is
+    refused with `error` before it is read (OSError if it is absent)."""
+    status = os.stat(path)
+    if not stat.S_ISREG(status.st_mode):
+        raise error(f"{path}: not a regular file")
+    if status.st_size > MAX_JSON_BYTES:
+        raise error(f"{path}: {status.st_size} bytes; a file of this kind is {MAX_JSON_BYTES // 2**20} MiB at most")
+    return Path(path).read_bytes()
 
 
 class OutDirLock:

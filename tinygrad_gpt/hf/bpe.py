@@ -2,30 +2,16 @@
 `hf` extra: pip install "tinygrad-gpt[hf]"). Nothing here imports it until a tokenizer is built, so
 the character tokenizer (data.py) and everything else work without it."""
 
-import os
-import stat
 from pathlib import Path
 
 import numpy as np
 
 from tinygrad_gpt.errors import TinyGPTError, one_line
+from tinygrad_gpt.fileio import read_small
 
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"  # GPT-2's original pair, before tokenizer.json
 END_OF_TEXT = "<|endoftext|>"  # GPT-2's one special token, between documents
-MAX_JSON_BYTES = 64 * 1024 * 1024  # tokenizer.json, config.json, a shard index: GPT-2's are a few MB
-
-
-def read_small(path, error):
-    """The bytes of a file that is small by nature (a tokenizer, a config, an index): one larger
-    than MAX_JSON_BYTES, or no regular file (a device or FIFO never ends), is refused with `error`
-    before it is read (OSError if it is absent)."""
-    status = os.stat(path)
-    if not stat.S_ISREG(status.st_mode):
-        raise error(f"{path}: not a regular file")
-    if status.st_size > MAX_JSON_BYTES:
-        raise error(f"{path}: {status.st_size} bytes; a file of this kind is {MAX_JSON_BYTES // 2**20} MiB at most")
-    return Path(path).read_bytes()
 
 
 def _tokenizers():

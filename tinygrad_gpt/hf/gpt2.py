@@ -20,7 +20,8 @@ from safetensors import safe_open
 
 from tinygrad_gpt.config import GPTConfig
 from tinygrad_gpt.errors import CheckpointError, TinyGPTError, one_line
-from tinygrad_gpt.hf.bpe import MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE, BPETokenizer, read_small
+from tinygrad_gpt.fileio import read_small
+from tinygrad_gpt.hf.bpe import MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE, BPETokenizer
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
