@@ -157,9 +157,10 @@ def _train(config, out_dir, data, resume, world, zero, lock):
             evaluate = step % config.eval_interval == 0 or step == config.max_iters
             if step % config.log_interval == 0 or evaluate or stop:  # the one host sync of the loop
                 _check_finite(finite_flags, synced_step, out_dir)  # before anything gets saved
-                tokens_per_s = (step - synced_step) * rows * config.block_size / (time.time() - synced_time)
+                now = time.time()
+                tokens_per_s = (step - synced_step) * rows * config.block_size / (now - synced_time)
                 bar.set_postfix({"loss": f"{float(backend.to_numpy(loss)):.4f}", "tok/s": f"{tokens_per_s:,.0f}"})
-                finite_flags, synced_step, synced_time = [], step, time.time()
+                finite_flags, synced_step, synced_time = [], step, now
             if evaluate:
                 losses = estimate_loss(model, dataset, config, world)
                 _log_losses(out_dir, world, step, losses, lr, start)
@@ -418,7 +419,7 @@ class _InterruptFlag:
         if self.raised:
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
-            raise SystemExit(143)
+            raise SystemExit(self.SIGNALS[signum][1])
         self.raised = True
         self.how, self.exit_code = self.SIGNALS[signum]
         processes.INTERRUPTED.set(self.how, self.exit_code)
